@@ -1,0 +1,60 @@
+// The Python module wtc_ext._C. Loading it runs the TORCH_LIBRARY registrations of every op;
+// the module itself only reports how it was built.
+#include <torch/extension.h>
+#include <torch/version.h>
+
+#ifdef WTC_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#ifndef WTC_CUDA_ARCHS
+#define WTC_CUDA_ARCHS ""
+#endif
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict info;
+#ifdef WTC_WITH_CUDA
+  info["cuda"] = true;
+  info["cuda_version"] = std::to_string(CUDART_VERSION / 1000) + "." +
+                         std::to_string((CUDART_VERSION % 1000) / 10);
+  info["cuda_archs"] = std::string(WTC_CUDA_ARCHS);
+#else
+  info["cuda"] = false;
+  info["cuda_version"] = pybind11::none();
+  info["cuda_archs"] = std::string();
+#endif
+  info["torch_version"] = std::string(TORCH_VERSION);
+#if defined(__clang__)
+  info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  info["compiler"] = std::string("unknown");
+#endif
+  info["openmp"] = AT_PARALLEL_OPENMP == 1;
+  return info;
+}
+
+// Direct entry points into the dispatcher for eager calls: the same registered ops as
+// torch.ops.wtc_ext.*, without the Python-side schema matching of OpOverload (several
+// microseconds, as much as the whole op at the paper's batch of 64). wtc_ext.ops uses them
+// outside torch.compile tracing.
+std::tuple<at::Tensor, at::Tensor> permute_dims(const at::Tensor& z,
+                                                std::optional<at::Generator> generator) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("wtc_ext::permute_dims", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                 std::optional<at::Generator>)>();
+  return op.call(z, std::move(generator));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "Compiled kernels of wtc_ext (ops are registered under torch.ops.wtc_ext)";
+  m.def("build_info", &build_info, "How this extension was built: CUDA or not, versions.");
+  m.def("permute_dims", &permute_dims, pybind11::arg("z"), pybind11::kw_only(),
+        pybind11::arg("generator") = pybind11::none());
+}

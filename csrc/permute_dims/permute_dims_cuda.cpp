@@ -1,0 +1,62 @@
+// wtc_ext::permute_dims on CUDA: host side (generator, stream, dispatch between the paths).
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <mutex>
+
+#include "permute_dims/permute_dims.h"
+#include "permute_dims/permute_dims_cuda.h"
+
+namespace wtc {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> permute_dims_cuda(const at::Tensor& z_in,
+                                                      std::optional<at::Generator> generator) {
+  check_permute_dims_args(z_in, generator);
+  const c10::cuda::CUDAGuard device_guard(z_in.device());
+  const at::Tensor z = z_in.contiguous();
+  const PermuteShape s = permute_shape(z);
+  if (z.numel() == 0) {
+    return {at::empty(z.sizes(), z.options()), at::empty(z.sizes(), z.options().dtype(at::kLong))};
+  }
+  if (s.B == 1) {
+    return {z.clone(at::MemoryFormat::Contiguous), at::zeros(z.sizes(), z.options().dtype(at::kLong))};
+  }
+  TORCH_CHECK_VALUE(s.L * s.d <= std::numeric_limits<uint32_t>::max(),
+                    "permute_dims: expected at most 2^32 - 1 columns in all, but z has ",
+                    s.L * s.d);
+
+  auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
+      generator, at::cuda::detail::getDefaultCUDAGenerator());
+  at::PhiloxCudaState philox;
+  {
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    philox = gen->philox_cuda_state(4);
+  }
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+
+  if (s.B <= kPermuteSharedMaxRows) {
+    at::Tensor out = at::empty(z.sizes(), z.options());
+    at::Tensor index = at::empty(z.sizes(), z.options().dtype(at::kLong));
+    C10_CUDA_CHECK(launch_permute_dims_shared(z.const_data_ptr(), out.data_ptr(),
+                                              index.data_ptr<int64_t>(), s.L, s.B, s.d,
+                                              static_cast<int>(z.element_size()), philox, stream));
+    return {out, index};
+  }
+  at::Tensor keys = at::empty(z.sizes(), z.options().dtype(at::kLong));
+  C10_CUDA_CHECK(
+      launch_permute_dims_keys(keys.data_ptr<int64_t>(), s.L, s.B, s.d, philox, stream));
+  at::Tensor index = std::get<1>(at::sort(keys, /*stable=*/true, /*dim=*/-2, /*descending=*/false));
+  return {z.gather(-2, index), index};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wtc_ext, CUDA, m) { m.impl("permute_dims", &permute_dims_cuda); }
+
+}  // namespace wtc

@@ -1,0 +1,11 @@
+"""wtc_ext: fused PyTorch ops for Wasserstein total correlation (CPU and CUDA kernels).
+
+Every op is a registered torch.library op under ``torch.ops.wtc_ext`` (schema, CPU and CUDA
+kernels, autograd, fake kernel), exposed here as a plain function. Pure-PyTorch references of
+each op live in :mod:`wtc_ext.reference`.
+"""
+
+from wtc_ext.ops import build_info, permute_dims
+
+__all__ = ["build_info", "permute_dims"]
+__version__ = "0.1.0"
