@@ -5,7 +5,8 @@ kernels, autograd, fake kernel), exposed here as a plain function. Pure-PyTorch 
 each op live in :mod:`wtc_ext.reference`.
 """
 
-from wtc_ext.ops import build_info, permute_dims
+from wtc_ext import nn
+from wtc_ext.ops import CriticLoss, build_info, critic_loss, gradient_penalty, permute_dims
 
-__all__ = ["build_info", "permute_dims"]
+__all__ = ["CriticLoss", "build_info", "critic_loss", "gradient_penalty", "nn", "permute_dims"]
 __version__ = "0.1.0"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+from torch import nn
 
 from wtc_ext import _C  # noqa: F401  (loading it registers torch.ops.wtc_ext.*)
 
@@ -58,3 +61,168 @@ def _check_permute_dims(z: torch.Tensor) -> None:
 def _permute_dims_fake(z, *, generator=None):
     _check_permute_dims(z)
     return z.new_empty(z.shape), z.new_empty(z.shape, dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient penalty and critic loss (WGAN-GP) with the fused path for Linear/ReLU critics.
+
+class CriticLoss(NamedTuple):
+    """What :func:`critic_loss` returns: the objective to minimise, and its parts for logging."""
+
+    loss: torch.Tensor  #: -(mean f(p) - mean f(q)) + gp_weight * gradient_penalty
+    w1: torch.Tensor  #: mean f(p) - mean f(q), the critic's W1 estimate (no gradient)
+    gradient_penalty: torch.Tensor  #: mean (||grad f(x_hat)|| - center)^2 (no gradient)
+
+
+def mlp_layers(critic: nn.Module):
+    """(weights, biases) if ``critic`` is a Linear, ReLU, ..., Linear(·, 1) stack the fused kernels
+    handle, else None. Linears without bias get zero biases."""
+    if not isinstance(critic, nn.Sequential) or len(critic) % 2 == 0:
+        return None
+    modules = list(critic)
+    weights, biases = [], []
+    for i, module in enumerate(modules):
+        if i % 2 == 1:
+            if type(module) is not nn.ReLU:
+                return None
+            continue
+        if type(module) is not nn.Linear or module._forward_hooks or module._forward_pre_hooks:
+            return None
+        weights.append(module.weight)
+        biases.append(module.bias if module.bias is not None
+                      else torch.zeros(module.out_features, device=module.weight.device,
+                                       dtype=module.weight.dtype))
+    if weights[-1].shape[0] != 1 or critic._forward_hooks or critic._forward_pre_hooks:
+        return None
+    return weights, biases
+
+
+def _check_pair(real: torch.Tensor, fake: torch.Tensor, names=("real", "fake")) -> None:
+    a, b = names
+    if not isinstance(real, torch.Tensor) or not isinstance(fake, torch.Tensor):
+        raise TypeError(f"expected tensors for {a} and {b}, got {type(real)} and {type(fake)}")
+    if real.shape != fake.shape:
+        raise ValueError(f"{a} and {b} must have the same shape, got {tuple(real.shape)} and "
+                         f"{tuple(fake.shape)}")
+    if real.device != fake.device:
+        raise ValueError(f"{a} and {b} must be on the same device, got {real.device} and "
+                         f"{fake.device}")
+    if real.dim() < 2:
+        raise ValueError(f"{a} and {b} must have shape (B, ...) with a batch dim, got "
+                         f"{tuple(real.shape)}")
+
+
+def _interpolation_weights(real, generator):
+    # alpha ~ U(0, 1), one per sample, drawn from `generator` (or the global seed).
+    return torch.rand(real.shape[0], generator=generator, device=real.device, dtype=real.dtype)
+
+
+def _fused_inputs(critic, real, fake):
+    """(weights, biases) when the fused kernels apply to this call, else None."""
+    layers = mlp_layers(critic)
+    if layers is None or real.dim() != 2 or real.dtype not in (torch.float32, torch.float64):
+        return None
+    weights, biases = layers
+    if real.shape[1] != weights[0].shape[1]:
+        return None
+    if any(t.dtype != real.dtype or t.device != real.device for t in weights + biases):
+        return None
+    return weights, biases
+
+
+def _run_fused(real, fake, alpha, weights, biases, w1_weight, gp_weight, center):
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in [real, fake, *weights, *biases])
+    return torch.ops.wtc_ext.mlp_critic_loss.default(
+        real, fake, alpha, weights, biases, float(w1_weight), float(gp_weight), float(center),
+        needs_grad)
+
+
+def _autograd_penalty(critic, x_hat, center):
+    x_hat = x_hat.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = critic(x_hat)
+        (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - center).pow(2).mean()
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, *,
+                     center: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP gradient penalty: mean over the batch of (||grad_x critic(x_hat)||_2 - center)^2,
+    x_hat = a * real + (1 - a) * fake, a ~ U(0, 1) per sample.
+
+    Differentiable in the critic's parameters (and in real and fake, where the penalty's gradient
+    is zero almost everywhere). A critic that is a stack of ``nn.Linear`` and ``nn.ReLU`` ending
+    in one output (:class:`wtc_ext.nn.MLPCritic` or a user ``nn.Sequential``), with float32 or
+    float64 inputs, takes the fused path: forward, input gradient, penalty and the penalty's
+    parameter gradients in closed form (ReLU'' = 0), without a double backward. Every other
+    critic or dtype goes through autograd, with the same result.
+
+    ``generator`` (or the global seed) draws ``a``; the same generator state gives the same
+    interpolation on both paths. Non-finite inputs give a NaN result.
+    """
+    _check_pair(real, fake)
+    alpha = _interpolation_weights(real, generator)
+    fused = _fused_inputs(critic, real, fake)
+    if fused is None:
+        x_hat = torch.lerp(fake, real, alpha.view(-1, *([1] * (real.dim() - 1))))
+        return _autograd_penalty(critic, x_hat, center)
+    loss, *_ = _run_fused(real, fake, alpha, *fused, 0.0, 1.0, center)
+    return loss
+
+
+def critic_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, *, gp_weight: float,
+                center: float = 1.0, generator: torch.Generator | None = None) -> CriticLoss:
+    """The whole WGAN-GP critic objective in one call:
+    ``loss = -(mean f(p) - mean f(q)) + gp_weight * GP``, GP interpolating between p and q.
+
+    Minimising ``loss`` trains ``critic`` towards the W1 distance between the distributions of
+    ``p`` and ``q`` (Kantorovich-Rubinstein duality). On the fused path (see
+    :func:`gradient_penalty`) the forward on p, q and the interpolates and every parameter
+    gradient come from one op; ``loss.backward()`` just hands them over. Returns
+    ``CriticLoss(loss, w1, gradient_penalty)``; ``w1`` is the estimate mean f(p) - mean f(q).
+    """
+    _check_pair(p, q, ("p", "q"))
+    alpha = _interpolation_weights(p, generator)
+    fused = _fused_inputs(critic, p, q)
+    if fused is None:
+        x_hat = torch.lerp(q, p, alpha.view(-1, *([1] * (p.dim() - 1))))
+        gp = _autograd_penalty(critic, x_hat, center)
+        w1 = critic(p).mean() - critic(q).mean()
+        return CriticLoss(gp_weight * gp - w1, w1.detach(), gp.detach())
+    loss, w1, gp, *_ = _run_fused(p, q, alpha, *fused, 1.0, gp_weight, center)
+    return CriticLoss(loss, w1, gp)
+
+
+@torch.library.register_fake("wtc_ext::mlp_critic_loss")
+def _mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
+                          compute_grads):
+    scalar = p.new_empty(())
+    if not compute_grads:
+        return (scalar, p.new_empty(()), p.new_empty(()), [], [], p.new_empty((0,)),
+                p.new_empty((0,)))
+    return (scalar, p.new_empty(()), p.new_empty(()), [w.new_empty(w.shape) for w in weights],
+            [b.new_empty(b.shape) for b in biases], p.new_empty(p.shape), q.new_empty(q.shape))
+
+
+def _mlp_critic_loss_setup_context(ctx, inputs, output):
+    loss, w1, gp, grad_w, grad_b, grad_p, grad_q = output
+    ctx.num_layers = len(grad_w)
+    ctx.mark_non_differentiable(w1, gp)
+    ctx.save_for_backward(*grad_w, *grad_b, grad_p, grad_q)
+
+
+def _mlp_critic_loss_backward(ctx, grad_loss, *unused):
+    if ctx.num_layers == 0:
+        raise RuntimeError("mlp_critic_loss: gradients were not computed in the forward "
+                           "(called without grad mode or without inputs that require grad)")
+    saved = ctx.saved_tensors
+    L = ctx.num_layers
+    grad_w = [grad_loss * t for t in saved[:L]]
+    grad_b = [grad_loss * t for t in saved[L:2 * L]]
+    grad_p, grad_q = saved[2 * L] * grad_loss, saved[2 * L + 1] * grad_loss
+    return grad_p, grad_q, None, grad_w, grad_b, None, None, None, None
+
+
+torch.library.register_autograd("wtc_ext::mlp_critic_loss", _mlp_critic_loss_backward,
+                                setup_context=_mlp_critic_loss_setup_context)

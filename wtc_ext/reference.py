@@ -26,3 +26,25 @@ def permute_dims_loop(z: torch.Tensor) -> torch.Tensor:
     B = z.shape[0]
     columns = [z[torch.randperm(B, device=z.device), j] for j in range(z.shape[1])]
     return torch.stack(columns, dim=1)
+
+
+def gradient_penalty_reference(critic, real: torch.Tensor, fake: torch.Tensor, *,
+                               center: float = 1.0,
+                               generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP penalty the way public code writes it: interpolate, forward, autograd.grad with
+    create_graph=True, norm, mean. Draws the interpolation weights exactly as
+    :func:`wtc_ext.gradient_penalty` does, so equal generator states give equal results."""
+    alpha = torch.rand(real.shape[0], generator=generator, device=real.device, dtype=real.dtype)
+    alpha = alpha.view(-1, *([1] * (real.dim() - 1)))
+    x_hat = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out, x_hat, grad_outputs=torch.ones_like(out), create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - center).pow(2).mean()
+
+
+def critic_loss_reference(critic, p: torch.Tensor, q: torch.Tensor, *, gp_weight: float,
+                          center: float = 1.0, generator: torch.Generator | None = None):
+    """(loss, w1) of the WGAN-GP critic objective in eager autograd (double backward)."""
+    gp = gradient_penalty_reference(critic, p, q, center=center, generator=generator)
+    w1 = critic(p).mean() - critic(q).mean()
+    return gp_weight * gp - w1, w1

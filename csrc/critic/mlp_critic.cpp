@@ -1,0 +1,202 @@
+// wtc_ext::mlp_critic_loss: schema, the device-generic algorithm, and the CPU penalty kernel.
+//
+// Critic f: A_l = H_{l-1} W_l^T + b_l, H_l = relu(A_l) (l < L), f = A_L (one output). With
+// x_hat = alpha * p + (1 - alpha) * q, the objective is
+//     loss = -w1_weight * (mean f(p) - mean f(q)) + gp_weight * mean_b (||grad_x f(x_hat_b)|| - c)^2.
+// The input gradient is a linear chain through the ReLU masks: g = V_1 W_1 with
+// V_l = M_l * (V_{l+1} W_{l+1}) and V_L = 1. The masks are piecewise constant, so the penalty's
+// gradient follows by reverse mode through that chain: W_l gets V_l^T Ubar_l, and
+// Ubar_{l+1} = M_l * (Ubar_l W_l^T), starting from Ubar_1 = dGP/dg. The W1 term is ordinary
+// backprop, and shares the chain: one backward sweep over the rows [p; q; x_hat] with per-row
+// seeds (-w1/B, +w1/B, 1) gives the W1 term's deltas and the input gradients at once.
+#include "critic/mlp_critic.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+namespace wtc {
+namespace {
+
+void check_args(const at::Tensor& p, const at::Tensor& q, const at::Tensor& alpha,
+                at::TensorList weights, at::TensorList biases) {
+  TORCH_CHECK_VALUE(p.dim() == 2, "mlp_critic_loss: expected real of shape (B, d), got ",
+                    p.sizes());
+  TORCH_CHECK_VALUE(q.sizes() == p.sizes(), "mlp_critic_loss: real and fake must have the same "
+                    "shape, got ", p.sizes(), " and ", q.sizes());
+  TORCH_CHECK_VALUE(q.device() == p.device() && q.scalar_type() == p.scalar_type(),
+                    "mlp_critic_loss: real and fake must share device and dtype, got ",
+                    p.device(), "/", p.scalar_type(), " and ", q.device(), "/", q.scalar_type());
+  TORCH_CHECK_VALUE(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
+                    "mlp_critic_loss: expected float32 or float64 inputs, got ", p.scalar_type());
+  TORCH_CHECK_VALUE(alpha.numel() == p.size(0) && alpha.device() == p.device() &&
+                        alpha.scalar_type() == p.scalar_type(),
+                    "mlp_critic_loss: expected alpha with one value per row (", p.size(0),
+                    ") on the inputs' device and dtype");
+  TORCH_CHECK_VALUE(!weights.empty() && weights.size() == biases.size(),
+                    "mlp_critic_loss: expected as many biases as weights (at least one), got ",
+                    weights.size(), " weights and ", biases.size(), " biases");
+  int64_t width = p.size(1);
+  for (size_t l = 0; l < weights.size(); ++l) {
+    const at::Tensor& w = weights[l];
+    const at::Tensor& b = biases[l];
+    TORCH_CHECK_VALUE(w.dim() == 2 && w.size(1) == width,
+                      "mlp_critic_loss: weights[", l, "] must have shape (out, ", width,
+                      "), got ", w.sizes());
+    TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == w.size(0), "mlp_critic_loss: biases[", l,
+                      "] must have shape (", w.size(0), "), got ", b.sizes());
+    TORCH_CHECK_VALUE(w.device() == p.device() && b.device() == p.device() &&
+                          w.scalar_type() == p.scalar_type() && b.scalar_type() == p.scalar_type(),
+                      "mlp_critic_loss: layer ", l, "'s parameters must be on ", p.device(),
+                      " with dtype ", p.scalar_type());
+    width = w.size(0);
+  }
+  TORCH_CHECK_VALUE(width == 1, "mlp_critic_loss: the last layer must have one output, got ",
+                    width);
+}
+
+}  // namespace
+
+CriticLossResult mlp_critic_loss_impl(const at::Tensor& p_in, const at::Tensor& q_in,
+                                      const at::Tensor& alpha, at::TensorList weights,
+                                      at::TensorList biases, double w1_weight, double gp_weight,
+                                      double center, bool compute_grads, const PenaltyFn& penalty) {
+  check_args(p_in, q_in, alpha, weights, biases);
+  const at::Tensor p = p_in.contiguous();
+  const at::Tensor q = q_in.contiguous();
+  const int64_t B = p.size(0);
+  const int64_t L = static_cast<int64_t>(weights.size());
+  const bool with_w1 = w1_weight != 0.0;
+  const auto opts = p.options();
+
+  // Rows: [p; q; x_hat] when the W1 term is on, else x_hat alone.
+  const at::Tensor x_hat = at::lerp(q, p, alpha.reshape({B, 1}));
+  const at::Tensor x = with_w1 ? at::cat({p, q, x_hat}, 0) : x_hat;
+  const int64_t n = x.size(0);
+  const int64_t off = with_w1 ? 2 * B : 0;  // first x_hat row
+
+  // Forward: H[0] = x, H[l] = relu(A_l).
+  std::vector<at::Tensor> H(L);
+  H[0] = x;
+  for (int64_t l = 1; l < L; ++l) {
+    H[l] = at::addmm(biases[l - 1], H[l - 1], weights[l - 1].t()).relu_();
+  }
+  const at::Tensor out = at::addmm(biases[L - 1], H[L - 1], weights[L - 1].t()).view({n});
+  const at::Tensor w1 = with_w1 ? out.narrow(0, 0, B).mean() - out.narrow(0, B, B).mean()
+                                : at::zeros({}, opts);
+
+  // One backward sweep with per-row seeds: D[l] = d(seeded output)/dA_l.
+  at::Tensor seeds = at::ones({n}, opts);
+  if (with_w1) {
+    seeds.narrow(0, 0, B).fill_(-w1_weight / static_cast<double>(B));
+    seeds.narrow(0, B, B).fill_(w1_weight / static_cast<double>(B));
+  }
+  std::vector<at::Tensor> D(L);
+  at::Tensor up = seeds.unsqueeze(1) * weights[L - 1];  // (n, width of layer L's input)
+  for (int64_t l = L - 1; l >= 1; --l) {
+    D[l] = at::threshold_backward(up, H[l], 0);
+    up = at::mm(D[l], weights[l - 1]);
+  }
+  // up's x_hat rows are the critic's input gradients; its p and q rows the W1 term's.
+  const at::Tensor g = up.narrow(0, off, B);
+  auto [per_row, G] = penalty(g, center, gp_weight);
+  at::Tensor gp = per_row.mean();
+  // A non-finite input can leave g finite (a NaN fails every ReLU mask); the contract is a NaN
+  // result, so fold the critic's outputs in: 0 * x is 0 for finite x and NaN otherwise.
+  gp = gp + out.narrow(0, off, B).sum() * 0;
+  const at::Tensor loss = gp * gp_weight - w1 * w1_weight;
+
+  std::vector<at::Tensor> grad_w, grad_b;
+  at::Tensor grad_p, grad_q;
+  if (!compute_grads) {
+    return {loss, w1, gp, grad_w, grad_b, at::empty({0}, opts), at::empty({0}, opts)};
+  }
+  grad_w.resize(L);
+  grad_b.resize(L);
+  if (with_w1) {  // ordinary backprop of the W1 term over the p and q rows
+    const int64_t m = 2 * B;
+    grad_w[L - 1] = at::mm(seeds.narrow(0, 0, m).unsqueeze(0), H[L - 1].narrow(0, 0, m));
+    grad_b[L - 1] = seeds.narrow(0, 0, m).sum().reshape({1});
+    for (int64_t l = 1; l < L; ++l) {
+      const at::Tensor d = D[l].narrow(0, 0, m);
+      grad_w[l - 1] = at::mm(d.t(), H[l - 1].narrow(0, 0, m));
+      grad_b[l - 1] = d.sum(0);
+    }
+    grad_p = up.narrow(0, 0, B).clone();  // outputs must not alias one another
+    grad_q = up.narrow(0, B, B).clone();
+  } else {
+    for (int64_t l = 0; l < L; ++l) {
+      grad_w[l] = at::zeros_like(weights[l]);
+      grad_b[l] = at::zeros_like(biases[l]);
+    }
+    // The penalty does not depend on real or fake almost everywhere (only through the masks).
+    grad_p = at::zeros_like(p);
+    grad_q = at::zeros_like(q);
+  }
+  // Reverse mode through the input-gradient chain (x_hat rows only).
+  at::Tensor ubar = G;
+  for (int64_t l = 1; l < L; ++l) {
+    const at::Tensor v = D[l].narrow(0, off, B);
+    grad_w[l - 1].addmm_(v.t(), ubar);
+    ubar = at::threshold_backward(at::mm(ubar, weights[l - 1].t()), H[l].narrow(0, off, B), 0);
+  }
+  grad_w[L - 1].add_(ubar.sum(0, /*keepdim=*/true));
+  return {loss, w1, gp, grad_w, grad_b, grad_p, grad_q};
+}
+
+namespace {
+
+template <typename scalar_t>
+void penalty_rows_cpu(const scalar_t* g, scalar_t* per_row, scalar_t* G, int64_t B, int64_t d,
+                      double center, double scale) {
+  at::parallel_for(0, B, std::max<int64_t>(1, 16384 / std::max<int64_t>(d, 1)),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* row = g + b * d;
+      double sq = 0;
+      for (int64_t k = 0; k < d; ++k) sq += static_cast<double>(row[k]) * row[k];
+      const double norm = std::sqrt(sq);
+      const double r = norm - center;
+      per_row[b] = static_cast<scalar_t>(r * r);
+      const double coef = norm > 0 ? scale * 2.0 * r / (static_cast<double>(B) * norm) : 0.0;
+      for (int64_t k = 0; k < d; ++k) G[b * d + k] = static_cast<scalar_t>(coef * row[k]);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> penalty_cpu(const at::Tensor& g_in, double center,
+                                               double scale) {
+  const at::Tensor g = g_in.contiguous();
+  const int64_t B = g.size(0), d = g.size(1);
+  at::Tensor per_row = at::empty({B}, g.options());
+  at::Tensor G = at::empty_like(g);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mlp_critic_penalty_cpu", [&] {
+    penalty_rows_cpu<scalar_t>(g.const_data_ptr<scalar_t>(), per_row.data_ptr<scalar_t>(),
+                               G.data_ptr<scalar_t>(), B, d, center, scale);
+  });
+  return {per_row, G};
+}
+
+CriticLossResult mlp_critic_loss_cpu(const at::Tensor& p, const at::Tensor& q,
+                                     const at::Tensor& alpha, at::TensorList weights,
+                                     at::TensorList biases, double w1_weight, double gp_weight,
+                                     double center, bool compute_grads) {
+  return mlp_critic_loss_impl(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
+                              compute_grads, penalty_cpu);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(wtc_ext, m) {
+  m.def(
+      "mlp_critic_loss(Tensor p, Tensor q, Tensor alpha, Tensor[] weights, Tensor[] biases, "
+      "float w1_weight, float gp_weight, float center, bool compute_grads) -> (Tensor loss, "
+      "Tensor w1, Tensor gp, Tensor[] grad_weights, Tensor[] grad_biases, Tensor grad_p, "
+      "Tensor grad_q)");
+}
+
+TORCH_LIBRARY_IMPL(wtc_ext, CPU, m) { m.impl("mlp_critic_loss", &mlp_critic_loss_cpu); }
+
+}  // namespace wtc

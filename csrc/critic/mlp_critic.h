@@ -1,0 +1,25 @@
+// wtc_ext::mlp_critic_loss: the WGAN-GP critic objective of a Linear/ReLU MLP critic with every
+// parameter gradient in closed form (ReLU'' = 0, so no double backward is needed).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <tuple>
+#include <vector>
+
+namespace wtc {
+
+using CriticLossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>,
+                                    std::vector<at::Tensor>, at::Tensor, at::Tensor>;
+
+// penalty(g, center, scale) -> (per-row (||g_b|| - center)^2 of shape (B),
+//                               G = scale * d/dg mean_b (||g_b|| - center)^2 of shape (B, d)).
+// Rows with ||g_b|| = 0 get a zero gradient, as autograd's norm does.
+using PenaltyFn = std::function<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double, double)>;
+
+CriticLossResult mlp_critic_loss_impl(const at::Tensor& p, const at::Tensor& q,
+                                      const at::Tensor& alpha, at::TensorList weights,
+                                      at::TensorList biases, double w1_weight, double gp_weight,
+                                      double center, bool compute_grads, const PenaltyFn& penalty);
+
+}  // namespace wtc

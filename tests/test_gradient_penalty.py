@@ -1,0 +1,256 @@
+"""wtc_ext.gradient_penalty / critic_loss against the autograd double-backward reference."""
+
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+
+import wtc_ext
+import wtc_ext.ops
+from wtc_ext.nn import MLPCritic
+from wtc_ext.ops import mlp_layers
+from wtc_ext.reference import critic_loss_reference, gradient_penalty_reference
+
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6)}
+
+
+def gen(device, seed=0):
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def param_grads(module):
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for p in module.parameters()]
+
+
+def make_critic(kind, in_features, device, dtype):
+    torch.manual_seed(0)
+    if kind == "mlp":
+        critic = MLPCritic(in_features)
+    elif kind == "shallow":
+        critic = MLPCritic(in_features, hidden=(7,))
+    elif kind == "linear":
+        critic = MLPCritic(in_features, hidden=())
+    elif kind == "deep":
+        critic = MLPCritic(in_features, hidden=(32, 16, 8, 4, 2))
+    elif kind == "user":
+        critic = nn.Sequential(nn.Linear(in_features, 64), nn.ReLU(inplace=True),
+                               nn.Linear(64, 32, bias=False), nn.ReLU(), nn.Linear(32, 1))
+    else:
+        raise ValueError(kind)
+    return critic.to(device=device, dtype=dtype)
+
+
+def assert_close(actual, expected, dtype):
+    scale = max(expected.abs().max().item(), 1.0) if expected.numel() else 1.0
+    tol = TOL[dtype]
+    torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def compare_penalty(critic, real, fake, dtype, center=1.0):
+    with mock.patch.object(wtc_ext.ops, "_autograd_penalty", side_effect=AssertionError("fallback")):
+        gp = wtc_ext.gradient_penalty(critic, real, fake, center=center, generator=gen(real.device))
+    gp.backward()
+    fused = param_grads(critic)
+    critic.zero_grad(set_to_none=True)
+    ref = gradient_penalty_reference(critic, real, fake, center=center, generator=gen(real.device))
+    ref.backward()
+    expected = param_grads(critic)
+    critic.zero_grad(set_to_none=True)
+    assert_close(gp.detach(), ref.detach(), dtype)
+    for a, b in zip(fused, expected):
+        assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kind", ["mlp", "shallow", "linear", "deep", "user"])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_gradient_penalty_matches_autograd(device, dtype, kind, batch):
+    critic = make_critic(kind, 10, device, dtype)
+    real = torch.randn(batch, 10, device=device, dtype=dtype)
+    fake = torch.randn(batch, 10, device=device, dtype=dtype) * 2 + 1
+    compare_penalty(critic, real, fake, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kind", ["mlp", "shallow", "linear", "user"])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_critic_loss_matches_autograd(device, dtype, kind, batch):
+    critic = make_critic(kind, 10, device, dtype)
+    p = torch.randn(batch, 10, device=device, dtype=dtype, requires_grad=True)
+    q = (torch.randn(batch, 10, device=device, dtype=dtype) + 0.5).requires_grad_(True)
+    out = wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen(device))
+    out.loss.backward()
+    fused = param_grads(critic) + [p.grad.clone(), q.grad.clone()]
+    critic.zero_grad(set_to_none=True)
+    p.grad = q.grad = None
+    loss, w1 = critic_loss_reference(critic, p, q, gp_weight=4.0, generator=gen(device))
+    loss.backward()
+    expected = param_grads(critic) + [p.grad.clone(), q.grad.clone()]
+    assert_close(out.loss.detach(), loss.detach(), dtype)
+    assert_close(out.w1, w1.detach(), dtype)
+    gp = gradient_penalty_reference(critic, p, q, generator=gen(device))
+    assert_close(out.gradient_penalty, gp.detach(), dtype)
+    assert not out.w1.requires_grad and not out.gradient_penalty.requires_grad
+    for a, b in zip(fused, expected):
+        assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("in_features,hidden,batch", [(1, (16,), 5), (1024, (1024,), 3),
+                                                      (3, (1024, 1024), 2)])
+def test_extreme_widths(device, in_features, hidden, batch):
+    torch.manual_seed(1)
+    critic = MLPCritic(in_features, hidden).to(device=device, dtype=torch.float64)
+    real = torch.randn(batch, in_features, device=device, dtype=torch.float64)
+    fake = torch.randn(batch, in_features, device=device, dtype=torch.float64)
+    compare_penalty(critic, real, fake, torch.float64, center=0.5)
+
+
+def test_large_batch_float32(device):
+    torch.manual_seed(2)
+    critic = MLPCritic(10, (16, 16)).to(device)
+    real, fake = torch.randn(65536, 10, device=device), torch.randn(65536, 10, device=device)
+    compare_penalty(critic, real, fake, torch.float32)
+
+
+def test_relu_exactly_at_zero(device):
+    # A unit whose pre-activation is exactly 0 for every input (zero weights and bias), and a
+    # unit that is exactly 0 at the interpolate (integer inputs and weights, bias = -W x).
+    critic = MLPCritic(3, (4, 4)).to(device=device, dtype=torch.float64)
+    x = torch.tensor([[1.0, 2.0, -1.0]], device=device, dtype=torch.float64)
+    with torch.no_grad():
+        critic[0].weight.copy_(torch.tensor([[0, 0, 0], [1, -1, 2], [2, 1, 1], [-1, 1, 0]],
+                                            dtype=torch.float64))
+        critic[0].bias.zero_()
+        critic[0].bias[1] = -(critic[0].weight[1] @ x[0])  # exactly 0 at x
+    assert (critic[0](x)[0, :2] == 0).all()
+    # real == fake, so x_hat == x whatever the interpolation weight.
+    compare_penalty(critic, x, x.clone(), torch.float64)
+
+
+def test_gradcheck_fused_op(device):
+    torch.manual_seed(3)
+    critic = MLPCritic(4, (6, 5)).to(device=device, dtype=torch.float64)
+    weights, biases = mlp_layers(critic)
+    weights = [w.detach().clone().requires_grad_(True) for w in weights]
+    biases = [b.detach().clone().requires_grad_(True) for b in biases]
+    p = torch.randn(7, 4, device=device, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(7, 4, device=device, dtype=torch.float64, requires_grad=True)
+    alpha = torch.rand(7, device=device, dtype=torch.float64)
+    L = len(weights)
+
+    def fn(p, q, *params):
+        out = torch.ops.wtc_ext.mlp_critic_loss(p, q, alpha, list(params[:L]), list(params[L:]),
+                                                1.0, 4.0, 1.0, True)
+        return out[0]
+
+    assert torch.autograd.gradcheck(fn, (p, q, *weights, *biases))
+
+
+@pytest.mark.parametrize("compute_grads", [True, False])
+def test_opcheck(device, compute_grads):
+    torch.manual_seed(4)
+    critic = MLPCritic(5, (8, 6)).to(device)
+    weights, biases = mlp_layers(critic)
+    p, q = torch.randn(9, 5, device=device), torch.randn(9, 5, device=device)
+    alpha = torch.rand(9, device=device)
+    if not compute_grads:
+        weights = [w.detach() for w in weights]
+        biases = [b.detach() for b in biases]
+    for w1_weight in (0.0, 1.0):
+        torch.library.opcheck(torch.ops.wtc_ext.mlp_critic_loss.default,
+                              (p, q, alpha, weights, biases, w1_weight, 4.0, 1.0, compute_grads))
+
+
+def test_same_generator_gives_same_interpolation(device):
+    critic = make_critic("mlp", 10, device, torch.float32)
+    real, fake = torch.randn(64, 10, device=device), torch.randn(64, 10, device=device)
+    a = wtc_ext.gradient_penalty(critic, real, fake, generator=gen(device, 5))
+    b = wtc_ext.gradient_penalty(critic, real, fake, generator=gen(device, 5))
+    c = wtc_ext.gradient_penalty(critic, real, fake, generator=gen(device, 6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(9)
+    d = wtc_ext.gradient_penalty(critic, real, fake)
+    torch.manual_seed(9)
+    assert torch.equal(d, wtc_ext.gradient_penalty(critic, real, fake))
+
+
+@pytest.mark.parametrize("critic", [
+    nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 1)),
+    nn.Sequential(nn.Linear(10, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1)),
+    nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 2)),  # two outputs
+    nn.Sequential(nn.Linear(10, 16), nn.Linear(16, 1)),  # no ReLU between
+], ids=["tanh", "leaky", "two-outputs", "linear-linear"])
+def test_unsupported_critics_fall_back_to_autograd(device, critic):
+    critic = critic.to(device=device, dtype=torch.float64)
+    assert mlp_layers(critic) is None or critic[-1].out_features != 1
+    real = torch.randn(16, 10, device=device, dtype=torch.float64)
+    fake = torch.randn(16, 10, device=device, dtype=torch.float64)
+    gp = wtc_ext.gradient_penalty(critic, real, fake, generator=gen(device))
+    ref = gradient_penalty_reference(critic, real, fake, generator=gen(device))
+    torch.testing.assert_close(gp, ref, rtol=1e-12, atol=1e-12)
+    gp.backward()  # differentiable in the critic's parameters on the fallback path too
+    assert critic[0].weight.grad is not None
+
+
+def test_image_shaped_inputs_fall_back(device):
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 1)).to(device)
+    real, fake = torch.randn(4, 3, 2, 2, device=device), torch.randn(4, 3, 2, 2, device=device)
+    gp = wtc_ext.gradient_penalty(critic, real, fake, generator=gen(device))
+    torch.testing.assert_close(gp, gradient_penalty_reference(critic, real, fake, generator=gen(device)))
+
+
+def test_module_detection():
+    assert mlp_layers(MLPCritic(10)) is not None
+    assert len(mlp_layers(MLPCritic(10))[0]) == 4
+    assert mlp_layers(nn.Sequential(nn.ReLU(), nn.Linear(3, 1))) is None
+    assert mlp_layers(nn.Linear(3, 1)) is None  # not a Sequential: autograd path
+
+
+def test_shape_mismatch_is_a_clear_error(device):
+    critic = make_critic("mlp", 10, device, torch.float32)
+    with pytest.raises(ValueError, match="real and fake must have the same shape"):
+        wtc_ext.gradient_penalty(critic, torch.randn(4, 10, device=device),
+                                 torch.randn(5, 10, device=device))
+    with pytest.raises(ValueError, match="p and q must have the same shape"):
+        wtc_ext.critic_loss(critic, torch.randn(4, 10, device=device),
+                            torch.randn(4, 9, device=device), gp_weight=4.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for a second device")
+def test_device_mismatch_is_a_clear_error():
+    critic = MLPCritic(10)
+    with pytest.raises(ValueError, match="same device"):
+        wtc_ext.gradient_penalty(critic, torch.randn(4, 10), torch.randn(4, 10, device="cuda"))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("kind", ["mlp", "tanh"])
+def test_non_finite_inputs_give_nan(device, bad, kind):
+    critic = (make_critic("mlp", 10, device, torch.float32) if kind == "mlp" else
+              nn.Sequential(nn.Linear(10, 8), nn.Tanh(), nn.Linear(8, 1)).to(device))
+    real, fake = torch.randn(8, 10, device=device), torch.randn(8, 10, device=device)
+    real[3, 2] = bad
+    assert torch.isnan(wtc_ext.gradient_penalty(critic, real, fake))
+    assert torch.isnan(wtc_ext.critic_loss(critic, real, fake, gp_weight=4.0).loss)
+
+
+def test_no_grad_mode_computes_values_only(device):
+    critic = make_critic("mlp", 10, device, torch.float32)
+    real, fake = torch.randn(8, 10, device=device), torch.randn(8, 10, device=device)
+    with torch.no_grad():
+        out = wtc_ext.critic_loss(critic, real, fake, gp_weight=4.0, generator=gen(device))
+    ref, _ = critic_loss_reference(critic, real, fake, gp_weight=4.0, generator=gen(device))
+    assert not out.loss.requires_grad
+    assert_close(out.loss, ref.detach(), torch.float32)
+
+
+def test_mlp_critic_shape_and_errors():
+    critic = MLPCritic(10)
+    assert [m.out_features for m in critic if isinstance(m, nn.Linear)] == [256, 256, 256, 1]
+    assert critic(torch.randn(3, 10)).shape == (3, 1)
+    with pytest.raises(ValueError, match="in_features"):
+        MLPCritic(0)
+    with pytest.raises(ValueError, match="hidden"):
+        MLPCritic(3, (4, 0))
