@@ -218,10 +218,9 @@ def _mlp_critic_loss_backward(ctx, grad_loss, *unused):
                            "(called without grad mode or without inputs that require grad)")
     saved = ctx.saved_tensors
     L = ctx.num_layers
-    grad_w = [grad_loss * t for t in saved[:L]]
-    grad_b = [grad_loss * t for t in saved[L:2 * L]]
-    grad_p, grad_q = saved[2 * L] * grad_loss, saved[2 * L + 1] * grad_loss
-    return grad_p, grad_q, None, grad_w, grad_b, None, None, None, None
+    saved = [t * grad_loss for t in saved]
+    return (saved[2 * L], saved[2 * L + 1], None, list(saved[:L]), list(saved[L:2 * L]),
+            None, None, None, None)
 
 
 torch.library.register_autograd("wtc_ext::mlp_critic_loss", _mlp_critic_loss_backward,
