@@ -6,7 +6,16 @@ each op live in :mod:`wtc_ext.reference`.
 """
 
 from wtc_ext import nn
-from wtc_ext.ops import CriticLoss, build_info, critic_loss, gradient_penalty, permute_dims
+from wtc_ext.ops import (
+    CriticLoss,
+    build_info,
+    conditional_wasserstein,
+    critic_loss,
+    gradient_penalty,
+    permute_dims,
+    wasserstein_1d,
+)
 
-__all__ = ["CriticLoss", "build_info", "critic_loss", "gradient_penalty", "nn", "permute_dims"]
+__all__ = ["CriticLoss", "build_info", "conditional_wasserstein", "critic_loss",
+           "gradient_penalty", "nn", "permute_dims", "wasserstein_1d"]
 __version__ = "0.1.0"

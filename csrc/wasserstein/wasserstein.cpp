@@ -1,0 +1,268 @@
+// wtc_ext::wasserstein_1d and wtc_ext::conditional_wasserstein: schemas, shared glue, CPU kernels.
+//
+// Both are sorted-CDF algorithms: sort each sample once, then one merge of the two CDFs gives
+// the exact W1 = integral |F - G| (what scipy.stats.wasserstein_distance computes). For the
+// conditional distances of the WDG metric, each column is sorted once; walking it in sorted order
+// and placing each value at its label's running count splits it into per-label samples that are
+// already sorted, so every (column, factor, label) distance costs one merge.
+#include "wasserstein/wasserstein.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "wasserstein/merge_w1.h"
+
+namespace wtc {
+
+void check_wasserstein_1d_args(const at::Tensor& u, const at::Tensor& v,
+                               const std::optional<at::Tensor>& u_weights,
+                               const std::optional<at::Tensor>& v_weights) {
+  TORCH_CHECK_VALUE(u.dim() == 2 && v.dim() == 2 && u.size(0) == v.size(0),
+                    "wasserstein_1d: expected u (R, n) and v (R, m) with the same R, got ",
+                    u.sizes(), " and ", v.sizes());
+  TORCH_CHECK_VALUE(u.scalar_type() == v.scalar_type() &&
+                        (u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble),
+                    "wasserstein_1d: expected u and v both float32 or both float64, got ",
+                    u.scalar_type(), " and ", v.scalar_type());
+  TORCH_CHECK_VALUE(u.device() == v.device(), "wasserstein_1d: u and v must be on the same "
+                    "device, got ", u.device(), " and ", v.device());
+  if (u_weights.has_value()) {
+    TORCH_CHECK_VALUE(u_weights->sizes() == u.sizes() && u_weights->device() == u.device() &&
+                          u_weights->scalar_type() == u.scalar_type(),
+                      "wasserstein_1d: u_weights must match u's shape, device and dtype");
+  }
+  if (v_weights.has_value()) {
+    TORCH_CHECK_VALUE(v_weights->sizes() == v.sizes() && v_weights->device() == v.device() &&
+                          v_weights->scalar_type() == v.scalar_type(),
+                      "wasserstein_1d: v_weights must match v's shape, device and dtype");
+  }
+}
+
+void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
+                            const std::optional<at::Tensor>& reference, int64_t num_classes) {
+  TORCH_CHECK_VALUE(z.dim() == 2, "conditional_wasserstein: expected z of shape (N, d), got ",
+                    z.sizes());
+  TORCH_CHECK_VALUE(z.scalar_type() == at::kFloat || z.scalar_type() == at::kDouble,
+                    "conditional_wasserstein: expected z float32 or float64, got ",
+                    z.scalar_type());
+  TORCH_CHECK_VALUE(labels.dim() == 2 && labels.size(0) == z.size(0) &&
+                        labels.scalar_type() == at::kLong && labels.device() == z.device(),
+                    "conditional_wasserstein: expected int64 labels of shape (N, K) = (",
+                    z.size(0), ", K) on z's device, got ", labels.scalar_type(), " ",
+                    labels.sizes(), " on ", labels.device());
+  TORCH_CHECK_VALUE(num_classes >= 1, "conditional_wasserstein: num_classes must be >= 1");
+  if (reference.has_value()) {
+    TORCH_CHECK_VALUE(reference->sizes() == z.sizes() && reference->device() == z.device() &&
+                          reference->scalar_type() == z.scalar_type(),
+                      "conditional_wasserstein: reference must match z's shape, device and "
+                      "dtype, got ", reference->sizes());
+  }
+  if (z.numel() > 0) {
+    TORCH_CHECK_VALUE(at::isfinite(z).all().item<bool>(),
+                      "conditional_wasserstein: z has NaN or infinite values");
+    if (reference.has_value()) {
+      TORCH_CHECK_VALUE(at::isfinite(*reference).all().item<bool>(),
+                        "conditional_wasserstein: reference has NaN or infinite values");
+    }
+  }
+  if (labels.numel() > 0) {
+    TORCH_CHECK_VALUE(labels.min().item<int64_t>() >= 0 &&
+                          labels.max().item<int64_t>() < num_classes,
+                      "conditional_wasserstein: labels must lie in [0, num_classes = ",
+                      num_classes, ")");
+  }
+}
+
+namespace {
+
+std::pair<at::Tensor, at::Tensor> sorted_with_weights(const at::Tensor& x,
+                                                      const std::optional<at::Tensor>& w) {
+  auto [values, order] = x.sort(-1);
+  at::Tensor weights = w.has_value() ? w->gather(-1, order).contiguous() : at::Tensor();
+  return {values.contiguous(), weights};
+}
+
+}  // namespace
+
+at::Tensor wasserstein_1d_impl(const at::Tensor& u, const at::Tensor& v,
+                               const std::optional<at::Tensor>& u_weights,
+                               const std::optional<at::Tensor>& v_weights,
+                               const SortedRowsW1& kernel) {
+  check_wasserstein_1d_args(u, v, u_weights, v_weights);
+  if (u.size(0) == 0) return at::empty({0}, u.options());
+  if (u.size(1) == 0 || v.size(1) == 0) return at::full({u.size(0)}, NAN, u.options());
+  auto [us, uw] = sorted_with_weights(u, u_weights);
+  auto [vs, vw] = sorted_with_weights(v, v_weights);
+  return kernel.run(us, uw, vs, vw, at::Tensor(), nullptr, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_impl(
+    const at::Tensor& grad, const at::Tensor& u, const at::Tensor& v,
+    const std::optional<at::Tensor>& u_weights, const std::optional<at::Tensor>& v_weights,
+    const SortedRowsW1& kernel) {
+  check_wasserstein_1d_args(u, v, u_weights, v_weights);
+  if (u.numel() == 0 || v.numel() == 0) return {at::zeros_like(u), at::zeros_like(v)};
+  auto [us, u_order] = u.sort(-1);
+  auto [vs, v_order] = v.sort(-1);
+  at::Tensor uw = u_weights.has_value() ? u_weights->gather(-1, u_order).contiguous() : at::Tensor();
+  at::Tensor vw = v_weights.has_value() ? v_weights->gather(-1, v_order).contiguous() : at::Tensor();
+  at::Tensor grad_us = at::empty_like(us, at::MemoryFormat::Contiguous);
+  at::Tensor grad_vs = at::empty_like(vs, at::MemoryFormat::Contiguous);
+  kernel.run(us.contiguous(), uw, vs.contiguous(), vw, grad.contiguous(), &grad_us, &grad_vs);
+  return {at::zeros_like(u).scatter_(-1, u_order, grad_us),
+          at::zeros_like(v).scatter_(-1, v_order, grad_vs)};
+}
+
+namespace {
+
+template <typename T>
+double row_total(const T* w, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(w[i]);
+  return s;
+}
+
+at::Tensor sorted_rows_w1_cpu(const at::Tensor& a, const at::Tensor& wa, const at::Tensor& b,
+                              const at::Tensor& wb, const at::Tensor& grad, at::Tensor* grad_a,
+                              at::Tensor* grad_b) {
+  const int64_t R = a.size(0), n = a.size(1), m = b.size(1);
+  at::Tensor out = at::empty({R}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "wasserstein_1d_cpu", [&] {
+    const scalar_t* pa = a.const_data_ptr<scalar_t>();
+    const scalar_t* pb = b.const_data_ptr<scalar_t>();
+    const scalar_t* pwa = wa.defined() ? wa.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pwb = wb.defined() ? wb.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pg = grad.defined() ? grad.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* pga = grad_a ? grad_a->data_ptr<scalar_t>() : nullptr;
+    scalar_t* pgb = grad_b ? grad_b->data_ptr<scalar_t>() : nullptr;
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, R, std::max<int64_t>(1, 8192 / (n + m)), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const scalar_t* ra = pa + r * n;
+        const scalar_t* rb = pb + r * m;
+        const scalar_t* rwa = pwa ? pwa + r * n : nullptr;
+        const scalar_t* rwb = pwb ? pwb + r * m : nullptr;
+        const double ta = rwa ? row_total(rwa, n) : static_cast<double>(n);
+        const double tb = rwb ? row_total(rwb, m) : static_cast<double>(m);
+        po[r] = static_cast<scalar_t>(merge_w1<scalar_t>(
+            ra, rwa, n, ta, rb, rwb, m, tb, pga ? pga + r * n : nullptr,
+            pgb ? pgb + r * m : nullptr, pg ? static_cast<double>(pg[r]) : 0.0));
+      }
+    });
+  });
+  return out;
+}
+
+const SortedRowsW1 kCpuRows{sorted_rows_w1_cpu};
+
+at::Tensor wasserstein_1d_cpu(const at::Tensor& u, const at::Tensor& v,
+                              const std::optional<at::Tensor>& u_weights,
+                              const std::optional<at::Tensor>& v_weights) {
+  return wasserstein_1d_impl(u, v, u_weights, v_weights, kCpuRows);
+}
+
+std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& u, const at::Tensor& v,
+    const std::optional<at::Tensor>& u_weights, const std::optional<at::Tensor>& v_weights) {
+  return wasserstein_1d_backward_impl(grad, u, v, u_weights, v_weights, kCpuRows);
+}
+
+// Sort one strided column: values ascending, and the rows they came from.
+template <typename T>
+void sort_column(const T* x, int64_t N, int64_t stride, std::vector<std::pair<T, int32_t>>& buf,
+                 std::vector<T>& values, std::vector<int32_t>& rows) {
+  for (int64_t i = 0; i < N; ++i) buf[i] = {x[i * stride], static_cast<int32_t>(i)};
+  std::sort(buf.begin(), buf.end());
+  for (int64_t i = 0; i < N; ++i) {
+    values[i] = buf[i].first;
+    rows[i] = buf[i].second;
+  }
+}
+
+at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor& labels_in,
+                                       const std::optional<at::Tensor>& reference,
+                                       int64_t num_classes) {
+  check_conditional_args(z_in, labels_in, reference, num_classes);
+  TORCH_CHECK_VALUE(z_in.size(0) <= std::numeric_limits<int32_t>::max(),
+                    "conditional_wasserstein: at most 2^31 - 1 rows");
+  const at::Tensor z = z_in.contiguous();
+  const at::Tensor labels = labels_in.contiguous();
+  const at::Tensor ref = reference.has_value() ? reference->contiguous() : at::Tensor();
+  const int64_t N = z.size(0), d = z.size(1), K = labels.size(1), C = num_classes;
+  at::Tensor out = at::full({d, K, C}, NAN, z.options());
+  if (N == 0 || d == 0 || K == 0) return out;
+
+  // Class sizes and offsets per factor (shared by all columns).
+  std::vector<int64_t> offsets(K * (C + 1), 0);
+  const int64_t* lab = labels.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t k = 0; k < K; ++k) ++offsets[k * (C + 1) + lab[i * K + k] + 1];
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t c = 0; c < C; ++c) offsets[k * (C + 1) + c + 1] += offsets[k * (C + 1) + c];
+  }
+
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conditional_wasserstein_cpu", [&] {
+    const scalar_t* pz = z.const_data_ptr<scalar_t>();
+    const scalar_t* pr = ref.defined() ? ref.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) {
+      std::vector<std::pair<scalar_t, int32_t>> buf(N);
+      std::vector<scalar_t> zs(N), rs(pr ? N : 0), a(N), b(pr ? N : 0);
+      std::vector<int32_t> z_rows(N), r_rows(pr ? N : 0);
+      std::vector<int64_t> pos(C);
+      for (int64_t j = begin; j < end; ++j) {
+        sort_column(pz + j, N, d, buf, zs, z_rows);  // the one sort of this column
+        if (pr) sort_column(pr + j, N, d, buf, rs, r_rows);
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t* off = offsets.data() + k * (C + 1);
+          // Running per-label counts split the sorted column into sorted per-label samples.
+          std::copy(off, off + C, pos.begin());
+          for (int64_t t = 0; t < N; ++t) a[pos[lab[z_rows[t] * K + k]]++] = zs[t];
+          if (pr) {
+            std::copy(off, off + C, pos.begin());
+            for (int64_t t = 0; t < N; ++t) b[pos[lab[r_rows[t] * K + k]]++] = rs[t];
+          }
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t nc = off[c + 1] - off[c];
+            if (nc == 0) continue;  // empty class: left NaN
+            const double w =
+                pr ? merge_w1<scalar_t>(a.data() + off[c], nullptr, nc, nc, b.data() + off[c],
+                                        nullptr, nc, nc, nullptr, nullptr, 0.0)
+                   : merge_w1<scalar_t>(a.data() + off[c], nullptr, nc, nc, zs.data(), nullptr,
+                                        N, N, nullptr, nullptr, 0.0);
+            po[(j * K + k) * C + c] = static_cast<scalar_t>(w);
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(wtc_ext, m) {
+  m.def("wasserstein_1d(Tensor u, Tensor v, Tensor? u_weights=None, Tensor? v_weights=None) "
+        "-> Tensor");
+  m.def("wasserstein_1d_backward(Tensor grad, Tensor u, Tensor v, Tensor? u_weights, "
+        "Tensor? v_weights) -> (Tensor, Tensor)");
+  m.def("conditional_wasserstein(Tensor z, Tensor labels, Tensor? reference, int num_classes) "
+        "-> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(wtc_ext, CPU, m) {
+  m.impl("wasserstein_1d", &wasserstein_1d_cpu);
+  m.impl("wasserstein_1d_backward", &wasserstein_1d_backward_cpu);
+  m.impl("conditional_wasserstein", &conditional_wasserstein_cpu);
+}
+
+}  // namespace wtc

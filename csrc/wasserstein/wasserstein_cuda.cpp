@@ -1,0 +1,105 @@
+// Sorted-CDF Wasserstein ops on CUDA: ATen's segmented sorts, then the merge kernels.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "wasserstein/wasserstein.h"
+#include "wasserstein/wasserstein_cuda.h"
+
+namespace wtc {
+namespace {
+
+const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
+
+at::Tensor sorted_rows_w1_cuda(const at::Tensor& a, const at::Tensor& wa, const at::Tensor& b,
+                               const at::Tensor& wb, const at::Tensor& grad, at::Tensor* grad_a,
+                               at::Tensor* grad_b) {
+  const int64_t R = a.size(0);
+  at::Tensor out = at::empty({R}, a.options());
+  C10_CUDA_CHECK(launch_sorted_rows_w1(
+      a.const_data_ptr(), ptr_or_null(wa), b.const_data_ptr(), ptr_or_null(wb), R, a.size(1),
+      b.size(1), out.data_ptr(), ptr_or_null(grad), grad_a ? grad_a->data_ptr() : nullptr,
+      grad_b ? grad_b->data_ptr() : nullptr, a.scalar_type() == at::kDouble,
+      at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+const SortedRowsW1 kCudaRows{sorted_rows_w1_cuda};
+
+at::Tensor wasserstein_1d_cuda(const at::Tensor& u, const at::Tensor& v,
+                               const std::optional<at::Tensor>& u_weights,
+                               const std::optional<at::Tensor>& v_weights) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  return wasserstein_1d_impl(u, v, u_weights, v_weights, kCudaRows);
+}
+
+std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& u, const at::Tensor& v,
+    const std::optional<at::Tensor>& u_weights, const std::optional<at::Tensor>& v_weights) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  return wasserstein_1d_backward_impl(grad, u, v, u_weights, v_weights, kCudaRows);
+}
+
+// Per factor: a stable sort of the labels (in the column's sorted order) groups every column
+// into per-label samples that stay sorted; one merge per (column, label) segment.
+at::Tensor conditional_wasserstein_cuda(const at::Tensor& z_in, const at::Tensor& labels,
+                                        const std::optional<at::Tensor>& reference,
+                                        int64_t num_classes) {
+  check_conditional_args(z_in, labels, reference, num_classes);
+  const c10::cuda::CUDAGuard guard(z_in.device());
+  const int64_t N = z_in.size(0), d = z_in.size(1), K = labels.size(1), C = num_classes;
+  at::Tensor out = at::full({d, K, C}, NAN, z_in.options());
+  if (N == 0 || d == 0 || K == 0) return out;
+  const auto long_opts = labels.options();
+  auto [z_sorted, z_order] = z_in.sort(0);
+  at::Tensor r_sorted, r_order;
+  if (reference.has_value()) std::tie(r_sorted, r_order) = reference->sort(0);
+  const at::Tensor column_start = (at::arange(d, long_opts) * N).view({d, 1});
+  const at::Tensor z_columns = z_sorted.t().contiguous();  // (d, N), each column sorted
+  const bool is_double = z_in.scalar_type() == at::kDouble;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+
+  for (int64_t k = 0; k < K; ++k) {
+    const at::Tensor lab = labels.select(1, k);
+    const at::Tensor counts = at::bincount(lab, {}, C);                    // (C)
+    const at::Tensor starts = at::cumsum(counts, 0) - counts;              // (C)
+    auto grouped = [&](const at::Tensor& sorted, const at::Tensor& order) {
+      const at::Tensor lab_sorted = lab.index_select(0, order.reshape(-1)).view({N, d});
+      const at::Tensor perm = std::get<1>(lab_sorted.sort(/*stable=*/true, 0, false));
+      return sorted.gather(0, perm).t().contiguous();  // (d, N), grouped by label, sorted
+    };
+    const at::Tensor a = grouped(z_sorted, z_order);
+    const at::Tensor a_start = (column_start + starts.view({1, C})).contiguous();
+    const at::Tensor a_len = counts.view({1, C}).expand({d, C}).contiguous();
+    at::Tensor b, b_start, b_len;
+    if (reference.has_value()) {
+      b = grouped(r_sorted, r_order);
+      b_start = a_start;
+      b_len = a_len;
+    } else {
+      b = z_columns;
+      b_start = column_start.expand({d, C}).contiguous();
+      b_len = at::full({d, C}, N, long_opts);
+    }
+    at::Tensor out_k = at::empty({d, C}, z_in.options());
+    C10_CUDA_CHECK(launch_segments_w1(a.const_data_ptr(), a_start.const_data_ptr<int64_t>(),
+                                      a_len.const_data_ptr<int64_t>(), b.const_data_ptr(),
+                                      b_start.const_data_ptr<int64_t>(),
+                                      b_len.const_data_ptr<int64_t>(), d * C, out_k.data_ptr(),
+                                      is_double, stream));
+    out.select(1, k).copy_(out_k);
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wtc_ext, CUDA, m) {
+  m.impl("wasserstein_1d", &wasserstein_1d_cuda);
+  m.impl("wasserstein_1d_backward", &wasserstein_1d_backward_cuda);
+  m.impl("conditional_wasserstein", &conditional_wasserstein_cuda);
+}
+
+}  // namespace wtc
