@@ -279,10 +279,13 @@ def wasserstein_1d(u: torch.Tensor, v: torch.Tensor, u_weights: torch.Tensor | N
     u_weights = _check_weights(u_weights, u, "u_weights")
     v_weights = _check_weights(v_weights, v, "v_weights")
     n, m = u.shape[-1], v.shape[-1]
-    u2 = u.expand(*lead, n).reshape(-1, n)
-    v2 = v.expand(*lead, m).reshape(-1, m)
-    uw = None if u_weights is None else u_weights.expand(*lead, n).reshape(-1, n)
-    vw = None if v_weights is None else v_weights.expand(*lead, m).reshape(-1, m)
+    rows = 1
+    for size in lead:
+        rows *= size
+    u2 = u.expand(*lead, n).reshape(rows, n)
+    v2 = v.expand(*lead, m).reshape(rows, m)
+    uw = None if u_weights is None else u_weights.expand(*lead, n).reshape(rows, n)
+    vw = None if v_weights is None else v_weights.expand(*lead, m).reshape(rows, m)
     out = torch.ops.wtc_ext.wasserstein_1d.default(u2, v2, uw, vw)
     return out.reshape(lead)
 

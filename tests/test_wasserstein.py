@@ -1,0 +1,221 @@
+"""wtc_ext.wasserstein_1d and conditional_wasserstein against scipy.stats.wasserstein_distance."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+import wtc_ext
+from wtc_ext.reference import (conditional_wasserstein_reference, wasserstein_1d_padded,
+                               wasserstein_1d_reference)
+
+TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
+
+
+def scipy_rows(u, v, uw=None, vw=None):
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    return np.array([scipy.stats.wasserstein_distance(
+        u[r], v[r], None if uw is None else np.asarray(uw[r], np.float64),
+        None if vw is None else np.asarray(vw[r], np.float64)) for r in range(u.shape[0])])
+
+
+def random_case(rng, kind, rows=6):
+    n, m = rng.integers(1, 40, size=2)
+    if kind == "equal":
+        m = n
+    u = rng.normal(size=(rows, n))
+    v = rng.normal(1.0, 2.0, size=(rows, m))
+    if kind == "ties":
+        u = rng.integers(0, 4, size=(rows, n)).astype(float)
+        v = rng.integers(0, 4, size=(rows, m)).astype(float)
+    if kind == "offset":
+        u += 1e6
+        v += 1e6 + 0.5
+    if kind == "one-point":
+        u = rng.normal(size=(rows, 1))
+    return u, v
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kind", ["unequal", "equal", "ties", "offset", "one-point"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_scipy(device, dtype, kind, weighted):
+    rng = np.random.default_rng(hash((kind, weighted)) % 2**32)
+    for _ in range(5):
+        u, v = random_case(rng, kind)
+        uw = rng.random(u.shape) + 0.01 if weighted else None
+        vw = rng.random(v.shape) + 0.01 if weighted else None
+        if weighted and kind == "ties":
+            uw[:, 0] = 0.0  # zero weights are allowed
+        t = lambda a: None if a is None else torch.tensor(a, dtype=dtype, device=device)
+        # Compare with scipy on the values as the op sees them (rounded to dtype).
+        u_d, v_d = t(u).double().cpu().numpy(), t(v).double().cpu().numpy()
+        uw_d = None if uw is None else t(uw).double().cpu().numpy()
+        vw_d = None if vw is None else t(vw).double().cpu().numpy()
+        expected = scipy_rows(u_d, v_d, uw_d, vw_d)
+        got = wtc_ext.wasserstein_1d(t(u), t(v), t(uw), t(vw)).double().cpu().numpy()
+        np.testing.assert_allclose(got, expected, rtol=TOL[dtype], atol=TOL[dtype] * 1e-3)
+
+
+def test_duplicates_and_identical_samples(device):
+    u = torch.tensor([[1.0, 1.0, 2.0, 2.0, 2.0]], dtype=torch.float64, device=device)
+    assert wtc_ext.wasserstein_1d(u, u).item() == 0.0
+    v = torch.tensor([[2.0, 1.0, 2.0, 1.0, 2.0]], dtype=torch.float64, device=device)
+    assert wtc_ext.wasserstein_1d(u, v).item() == 0.0
+    # Hand-computed: point masses at 0 and 3 -> 3; {0, 1} vs {0, 3} -> 1.
+    a = torch.tensor([0.0], dtype=torch.float64, device=device)
+    b = torch.tensor([3.0], dtype=torch.float64, device=device)
+    assert wtc_ext.wasserstein_1d(a, b).item() == 3.0
+    assert wtc_ext.wasserstein_1d(torch.tensor([0.0, 1.0], device=device),
+                                  torch.tensor([0.0, 3.0], device=device)).item() == 1.0
+
+
+def test_broadcasting_over_leading_dims(device):
+    u = torch.randn(4, 1, 9, dtype=torch.float64, device=device)
+    v = torch.randn(3, 13, dtype=torch.float64, device=device)
+    out = wtc_ext.wasserstein_1d(u, v)
+    assert out.shape == (4, 3)
+    expected = scipy_rows(u.expand(4, 3, 9).reshape(12, 9).cpu(), v.expand(4, 3, 13).reshape(12, 13).cpu())
+    np.testing.assert_allclose(out.reshape(-1).cpu().numpy(), expected, rtol=1e-12)
+    # Plain 1-D samples give a scalar.
+    assert wtc_ext.wasserstein_1d(u[0, 0], v[0]).shape == ()
+
+
+def test_gradients_match_finite_differences(device):
+    torch.manual_seed(0)
+    u = torch.randn(3, 7, dtype=torch.float64, device=device, requires_grad=True)
+    v = (torch.randn(3, 5, dtype=torch.float64, device=device) * 2).requires_grad_(True)
+    w = torch.rand(3, 7, dtype=torch.float64, device=device) + 0.1
+    assert torch.autograd.gradcheck(lambda a, b: wtc_ext.wasserstein_1d(a, b), (u, v))
+    assert torch.autograd.gradcheck(lambda a, b: wtc_ext.wasserstein_1d(a, b, w), (u, v))
+    # Broadcast inputs get their gradients summed over the broadcast dims.
+    x = torch.randn(1, 6, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: wtc_ext.wasserstein_1d(a, b), (x, v))
+
+
+def test_gradient_of_two_points(device):
+    u = torch.tensor([0.0], dtype=torch.float64, device=device, requires_grad=True)
+    v = torch.tensor([2.0], dtype=torch.float64, device=device, requires_grad=True)
+    wtc_ext.wasserstein_1d(u, v).backward()
+    assert u.grad.item() == -1.0 and v.grad.item() == 1.0
+
+
+def test_opcheck(device):
+    u = torch.randn(4, 6, dtype=torch.float64, device=device, requires_grad=True)
+    v = torch.randn(4, 9, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.rand(4, 9, dtype=torch.float64, device=device)
+    torch.library.opcheck(torch.ops.wtc_ext.wasserstein_1d.default, (u, v, None, w))
+    torch.library.opcheck(torch.ops.wtc_ext.wasserstein_1d.default, (u, v))
+    z = torch.randn(50, 3, device=device)
+    labels = torch.randint(0, 4, (50, 2), device=device)
+    torch.library.opcheck(torch.ops.wtc_ext.conditional_wasserstein.default, (z, labels, None, 4))
+    torch.library.opcheck(torch.ops.wtc_ext.conditional_wasserstein.default,
+                          (z, labels, z.flip(0), 4))
+
+
+def test_empty_and_nan(device):
+    u = torch.randn(3, 0, device=device)
+    assert torch.isnan(wtc_ext.wasserstein_1d(u, torch.randn(3, 4, device=device))).all()
+    assert wtc_ext.wasserstein_1d(torch.randn(0, 5, device=device),
+                                  torch.randn(0, 4, device=device)).shape == (0,)
+    x = torch.randn(2, 5, device=device)
+    x[1, 2] = float("nan")
+    out = wtc_ext.wasserstein_1d(x, torch.randn(2, 5, device=device))
+    assert torch.isfinite(out[0]) and torch.isnan(out[1])
+
+
+def test_bad_weights_are_clear_errors(device):
+    u, v = torch.randn(2, 5, device=device), torch.randn(2, 4, device=device)
+    with pytest.raises(ValueError, match="u_weights must be finite and non-negative"):
+        wtc_ext.wasserstein_1d(u, v, -torch.ones(2, 5, device=device))
+    with pytest.raises(ValueError, match="v_weights must have a positive total"):
+        wtc_ext.wasserstein_1d(u, v, None, torch.zeros(2, 4, device=device))
+    with pytest.raises(ValueError, match="does not match"):
+        wtc_ext.wasserstein_1d(u, v, torch.ones(3, device=device))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        wtc_ext.wasserstein_1d(torch.randn(2, 5, device=device), torch.randn(3, 4, device=device))
+
+
+def test_pure_pytorch_references_agree():
+    rng = np.random.default_rng(1)
+    u, v = rng.normal(size=(5, 20)), rng.normal(size=(5, 31))
+    uw, vw = rng.random((5, 20)), rng.random((5, 31))
+    expected = scipy_rows(u, v, uw, vw)
+    got = wasserstein_1d_reference(*(torch.tensor(a) for a in (u, v, uw, vw)))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+    us = [torch.tensor(rng.normal(size=s)) for s in (3, 9, 5)]
+    vs = [torch.tensor(rng.normal(size=s)) for s in (7, 2, 4)]
+    padded = wasserstein_1d_padded(us, vs)
+    np.testing.assert_allclose(padded.numpy(), [scipy.stats.wasserstein_distance(a, b)
+                                                for a, b in zip(us, vs)], rtol=1e-10)
+
+
+# -- conditional_wasserstein -------------------------------------------------------------------
+
+def scipy_conditional(z, labels, reference=None):
+    N, d = z.shape
+    K = labels.shape[1]
+    C = max(len(np.unique(labels[:, k])) for k in range(K))
+    out = np.full((d, K, C), np.nan)
+    for k in range(K):
+        for c, value in enumerate(np.unique(labels[:, k])):
+            rows = labels[:, k] == value
+            for j in range(d):
+                ref = z[:, j] if reference is None else reference[rows, j]
+                out[j, k, c] = scipy.stats.wasserstein_distance(z[rows, j], ref)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_conditional_matches_scipy_loop(device, dtype, with_reference):
+    rng = np.random.default_rng(3)
+    N, d = 400, 4
+    labels = np.stack([rng.integers(0, 3, N), rng.integers(10, 17, N) * 3,
+                       np.zeros(N, dtype=np.int64)], 1)  # any integer values; one constant factor
+    z = rng.normal(size=(N, d))
+    z[:, 1] = labels[:, 0] + 0.1 * rng.normal(size=N)  # a dependent column
+    z[:, 2] = np.round(z[:, 2], 1)  # ties
+    reference = z[rng.permutation(N)] if with_reference else None
+    tz = torch.tensor(z, dtype=dtype, device=device)
+    tr = None if reference is None else torch.tensor(reference, dtype=dtype, device=device)
+    got = wtc_ext.conditional_wasserstein(tz, torch.tensor(labels, device=device), tr)
+    z_d = tz.double().cpu().numpy()
+    r_d = None if tr is None else tr.double().cpu().numpy()
+    expected = scipy_conditional(z_d, labels, r_d)
+    np.testing.assert_allclose(got.double().cpu().numpy(), expected, rtol=TOL[dtype],
+                               atol=TOL[dtype] * 1e-2)
+    # The pure-PyTorch sort-once reference agrees too (labels as class indices).
+    classes = torch.tensor(np.stack([np.unique(labels[:, k], return_inverse=True)[1]
+                                     for k in range(3)], 1), device=device)
+    ref = conditional_wasserstein_reference(tz.double(), classes, None if tr is None else tr.double())
+    np.testing.assert_allclose(ref.cpu().numpy(), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_conditional_one_dim_labels_and_empty_classes(device):
+    z = torch.randn(30, 2, dtype=torch.float64, device=device)
+    labels = torch.tensor([0, 5] * 15, device=device)
+    out = wtc_ext.conditional_wasserstein(z, labels)
+    assert out.shape == (2, 2)
+    expected = scipy_conditional(z.cpu().numpy(), labels[:, None].cpu().numpy())[:, 0]
+    np.testing.assert_allclose(out.cpu().numpy(), expected, rtol=1e-12)
+    # A factor with fewer classes than another leaves the missing classes NaN.
+    two = torch.stack([labels, torch.arange(30, device=device) % 3], 1)
+    out = wtc_ext.conditional_wasserstein(z, two)
+    assert out.shape == (2, 2, 3) and torch.isnan(out[:, 0, 2]).all()
+    assert torch.isfinite(out[:, 1]).all()
+
+
+def test_conditional_errors(device):
+    z = torch.randn(10, 3, device=device)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        wtc_ext.conditional_wasserstein(z, torch.rand(10, device=device))
+    with pytest.raises(ValueError, match="expected labels of shape"):
+        wtc_ext.conditional_wasserstein(z, torch.zeros(9, dtype=torch.long, device=device))
+    z[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        wtc_ext.conditional_wasserstein(z, torch.zeros(10, dtype=torch.long, device=device))
+    with pytest.raises(ValueError, match="reference must match"):
+        wtc_ext.conditional_wasserstein(torch.randn(10, 3, device=device),
+                                        torch.zeros(10, dtype=torch.long, device=device),
+                                        torch.randn(10, 2, device=device))
