@@ -102,7 +102,11 @@ def extensions():
     if with_cuda and torch.version.cuda is None:
         sys.exit(f"WTC_BUILD_CUDA=1 but torch {torch.__version__} is a CPU-only build")
 
-    cxx = ["-O3"]
+    # at::parallel_for is an OpenMP pragma in ATen's headers: without -fopenmp the CPU kernels run
+    # on one thread. The libgomp it links is the one torch has already loaded (same soname).
+    openmp = torch.backends.openmp.is_available() and sys.platform.startswith("linux")
+    cxx = ["-O3"] + (["-fopenmp"] if openmp else [])
+    link = ["-fopenmp"] if openmp else []
     nvcc = ["-O3", "--expt-relaxed-constexpr"]
     define_macros = []
     include_dirs = [str(CSRC)]
@@ -127,6 +131,7 @@ def extensions():
         include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args=extra,
+        extra_link_args=link,
     )
     return [ext], {"build_ext": cpp_extension.BuildExtension}
 

@@ -31,10 +31,13 @@ def timed(fn, device):
 def bench(benchmark):
     """bench(op, device, size, impl, fn): benchmark fn and label it for benchmarks/run.py."""
 
-    def run(op, device, size, impl, fn):
+    def run(op, device, size, impl, fn, rounds=None):
+        """rounds: a fixed number of rounds for slow baselines (seconds per call)."""
         benchmark.group = f"{op} | {device} | {size}"
         benchmark.extra_info.update(op=op, device=device, size=size, impl=impl)
         fn = timed(fn, device)
+        if rounds is not None:
+            return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
         fn()  # warm up (lazy init, allocator, autotuning)
         return benchmark(fn)
 

@@ -108,9 +108,9 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.wtc_ext.wasserstein_1d.default, (u, v))
     z = torch.randn(50, 3, device=device)
     labels = torch.randint(0, 4, (50, 2), device=device)
-    torch.library.opcheck(torch.ops.wtc_ext.conditional_wasserstein.default, (z, labels, None, 4))
+    torch.library.opcheck(torch.ops.wtc_ext.conditional_wasserstein.default, (z, labels, None, None, 4))
     torch.library.opcheck(torch.ops.wtc_ext.conditional_wasserstein.default,
-                          (z, labels, z.flip(0), 4))
+                          (z, labels, z.flip(0), None, 4))
 
 
 def test_empty_and_nan(device):

@@ -316,9 +316,9 @@ torch.library.register_autograd("wtc_ext::wasserstein_1d", _wasserstein_1d_backw
                                 setup_context=_wasserstein_1d_setup_context)
 
 
-def _as_labels(labels: torch.Tensor, n: int, device) -> tuple[torch.Tensor, int]:
-    """Integer labels (N,) or (N, K) -> (N, K) int64 class indices (rank of each value among the
-    factor's distinct values) and the number of classes."""
+def _as_labels(labels: torch.Tensor, n: int, device) -> tuple[torch.Tensor, list[int]]:
+    """Integer labels (N,) or (N, K) -> (N, K) int64 class indices (the rank of each value among
+    the factor's distinct values) and each factor's number of classes."""
     labels = torch.as_tensor(labels)
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"conditional_wasserstein: labels must be integers, got {labels.dtype}")
@@ -328,18 +328,30 @@ def _as_labels(labels: torch.Tensor, n: int, device) -> tuple[torch.Tensor, int]
         raise ValueError(f"conditional_wasserstein: expected labels of shape (N,) or (N, K) with "
                          f"N = {n}, got {tuple(labels.shape)}")
     labels = labels.to(device=device, dtype=torch.int64)
-    columns, num_classes = [], 1
+    if labels.numel() == 0:
+        return labels.contiguous(), [0] * labels.shape[1]
+    low = labels.min(0).values
+    span = int((labels.max(0).values - low).max()) + 1
+    if span <= 4 * n + 1024:
+        # Small ranges (the usual factor classes): ranks by counting, no sort.
+        shifted = labels - low
+        offsets = torch.arange(labels.shape[1], device=device) * span
+        present = torch.bincount((shifted + offsets).flatten(),
+                                 minlength=span * labels.shape[1]).view(-1, span) > 0
+        rank = present.cumsum(1) - 1
+        classes = rank.gather(1, shifted.T).T
+        return classes.contiguous(), present.sum(1).tolist()
+    columns, counts = [], []
     for k in range(labels.shape[1]):
-        _, inverse = torch.unique(labels[:, k], return_inverse=True)
+        values, inverse = torch.unique(labels[:, k], return_inverse=True)
         columns.append(inverse)
-        if inverse.numel():
-            num_classes = max(num_classes, int(inverse.max()) + 1)
-    classes = torch.stack(columns, 1) if columns else labels
-    return classes.contiguous(), num_classes
+        counts.append(values.numel())
+    return torch.stack(columns, 1).contiguous(), counts
 
 
 def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
-                            reference: torch.Tensor | None = None) -> torch.Tensor:
+                            reference: torch.Tensor | None = None, *,
+                            reference_index: torch.Tensor | None = None) -> torch.Tensor:
     """W1 between each column of ``z`` restricted to each label's rows and a reference sample.
 
     ``z`` (N, d) codes; ``labels`` (N,) or (N, K) integers (any values: the classes of factor k
@@ -352,7 +364,9 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
       (the authors' WDG, with ``reference`` the column-wise permuted codes);
 
     where ``rows`` are the rows whose factor k has its c-th value. Classes a factor does not have
-    are NaN. Every entry comes from one sort per column: walking a sorted column and placing each
+    are NaN. ``reference_index`` (N, d) int64, a permutation of the rows per column, stands for
+    ``reference = z.gather(0, reference_index)`` (what ``permute_dims(z, return_index=True)``
+    gives) and saves the reference's sort: its sorted order is z's. Every entry comes from one sort per column: walking a sorted column and placing each
     value at its label's running count splits it into sorted per-label samples, and one merge of
     two sorted samples gives a distance.
     """
@@ -365,13 +379,16 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
     if z.dtype not in (torch.float32, torch.float64):
         z = z.float()
     one_factor = torch.as_tensor(labels).dim() == 1
-    classes, num_classes = _as_labels(labels, z.shape[0], z.device)
+    classes, counts = _as_labels(labels, z.shape[0], z.device)
     if reference is not None:
         reference = torch.as_tensor(reference, device=z.device).to(z.dtype)
-    out = torch.ops.wtc_ext.conditional_wasserstein.default(z, classes, reference, num_classes)
+    if reference_index is not None:
+        reference_index = torch.as_tensor(reference_index, device=z.device)
+    out = torch.ops.wtc_ext.conditional_wasserstein.default(
+        z, classes, reference, reference_index, max(counts, default=1) or 1)
     return out[:, 0] if one_factor else out
 
 
 @torch.library.register_fake("wtc_ext::conditional_wasserstein")
-def _conditional_wasserstein_fake(z, labels, reference, num_classes):
+def _conditional_wasserstein_fake(z, labels, reference, reference_index, num_classes):
     return z.new_empty((z.shape[1], labels.shape[1], num_classes))

@@ -12,6 +12,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -47,7 +49,19 @@ void check_wasserstein_1d_args(const at::Tensor& u, const at::Tensor& v,
 }
 
 void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
-                            const std::optional<at::Tensor>& reference, int64_t num_classes) {
+                            const std::optional<at::Tensor>& reference,
+                            const std::optional<at::Tensor>& reference_index,
+                            int64_t num_classes) {
+  TORCH_CHECK_VALUE(!(reference.has_value() && reference_index.has_value()),
+                    "conditional_wasserstein: pass reference or reference_index, not both");
+  if (reference_index.has_value()) {
+    TORCH_CHECK_VALUE(reference_index->sizes() == z.sizes() &&
+                          reference_index->scalar_type() == at::kLong &&
+                          reference_index->device() == z.device(),
+                      "conditional_wasserstein: reference_index must be int64 of z's shape ",
+                      z.sizes(), " on z's device, got ", reference_index->scalar_type(), " ",
+                      reference_index->sizes());
+  }
   TORCH_CHECK_VALUE(z.dim() == 2, "conditional_wasserstein: expected z of shape (N, d), got ",
                     z.sizes());
   TORCH_CHECK_VALUE(z.scalar_type() == at::kFloat || z.scalar_type() == at::kDouble,
@@ -175,27 +189,65 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cpu(
   return wasserstein_1d_backward_impl(grad, u, v, u_weights, v_weights, kCpuRows);
 }
 
-// Sort one strided column: values ascending, and the rows they came from.
-template <typename T>
-void sort_column(const T* x, int64_t N, int64_t stride, std::vector<std::pair<T, int32_t>>& buf,
-                 std::vector<T>& values, std::vector<int32_t>& rows) {
-  for (int64_t i = 0; i < N; ++i) buf[i] = {x[i * stride], static_cast<int32_t>(i)};
-  std::sort(buf.begin(), buf.end());
-  for (int64_t i = 0; i < N; ++i) {
-    values[i] = buf[i].first;
-    rows[i] = buf[i].second;
-  }
+// Order-preserving map of a double to an unsigned key (sign bit flipped; negatives inverted).
+inline uint64_t sortable_key(double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits >> 63) ? ~bits : (bits | (uint64_t{1} << 63));
 }
+
+// Two sorted unweighted samples of one size: W1 = mean |a_i - b_i| (the quantile functions are
+// step functions on the same grid), the same value as the CDF merge without its branches.
+template <typename T>
+double equal_size_w1(const T* a, const T* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
+  return s / static_cast<double>(n);
+}
+
+struct ColumnSorter {
+  std::vector<uint64_t> keys, keys_tmp;
+  std::vector<int32_t> rows_tmp;
+  explicit ColumnSorter(int64_t N) : keys(N), keys_tmp(N), rows_tmp(N) {}
+
+  // Sort one strided column: values ascending and the rows they came from. LSD radix sort on
+  // 8-bit digits, skipping digits all keys share: several times faster than std::sort here.
+  template <typename T>
+  void sort(const T* x, int64_t N, int64_t stride, std::vector<T>& values,
+            std::vector<int32_t>& rows) {
+    for (int64_t i = 0; i < N; ++i) {
+      keys[i] = sortable_key(static_cast<double>(x[i * stride]));
+      rows[i] = static_cast<int32_t>(i);
+    }
+    for (int shift = 0; shift < 64; shift += 8) {
+      int64_t count[257] = {0};
+      for (int64_t i = 0; i < N; ++i) ++count[((keys[i] >> shift) & 0xFF) + 1];
+      if (count[((keys[0] >> shift) & 0xFF) + 1] == N) continue;  // one digit value: no-op pass
+      for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+      for (int64_t i = 0; i < N; ++i) {
+        const int64_t dst = count[(keys[i] >> shift) & 0xFF]++;
+        keys_tmp[dst] = keys[i];
+        rows_tmp[dst] = rows[i];
+      }
+      keys.swap(keys_tmp);
+      rows.swap(rows_tmp);
+    }
+    for (int64_t i = 0; i < N; ++i) values[i] = x[static_cast<int64_t>(rows[i]) * stride];
+  }
+};
 
 at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor& labels_in,
                                        const std::optional<at::Tensor>& reference,
+                                       const std::optional<at::Tensor>& reference_index,
                                        int64_t num_classes) {
-  check_conditional_args(z_in, labels_in, reference, num_classes);
+  check_conditional_args(z_in, labels_in, reference, reference_index, num_classes);
   TORCH_CHECK_VALUE(z_in.size(0) <= std::numeric_limits<int32_t>::max(),
                     "conditional_wasserstein: at most 2^31 - 1 rows");
   const at::Tensor z = z_in.contiguous();
   const at::Tensor labels = labels_in.contiguous();
   const at::Tensor ref = reference.has_value() ? reference->contiguous() : at::Tensor();
+  const at::Tensor ref_index =
+      reference_index.has_value() ? reference_index->contiguous() : at::Tensor();
   const int64_t N = z.size(0), d = z.size(1), K = labels.size(1), C = num_classes;
   at::Tensor out = at::full({d, K, C}, NAN, z.options());
   if (N == 0 || d == 0 || K == 0) return out;
@@ -210,33 +262,66 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
     for (int64_t c = 0; c < C; ++c) offsets[k * (C + 1) + c + 1] += offsets[k * (C + 1) + c];
   }
 
+  std::atomic<bool> bad_index{false};
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conditional_wasserstein_cpu", [&] {
     const scalar_t* pz = z.const_data_ptr<scalar_t>();
-    const scalar_t* pr = ref.defined() ? ref.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pr_values = ref.defined() ? ref.const_data_ptr<scalar_t>() : nullptr;
+    const int64_t* pidx = ref_index.defined() ? ref_index.const_data_ptr<int64_t>() : nullptr;
+    const bool pr = pr_values != nullptr || pidx != nullptr;  // a reference sample is compared
     scalar_t* po = out.data_ptr<scalar_t>();
     at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) {
-      std::vector<std::pair<scalar_t, int32_t>> buf(N);
+      ColumnSorter sorter(N);
       std::vector<scalar_t> zs(N), rs(pr ? N : 0), a(N), b(pr ? N : 0);
-      std::vector<int32_t> z_rows(N), r_rows(pr ? N : 0);
+      std::vector<int32_t> z_rows(N), r_rows(pr ? N : 0), inverse(pidx ? N : 0);
       std::vector<int64_t> pos(C);
+      std::vector<int32_t> z_lab(N * K), r_lab(pr ? N * K : 0);
       for (int64_t j = begin; j < end; ++j) {
-        sort_column(pz + j, N, d, buf, zs, z_rows);  // the one sort of this column
-        if (pr) sort_column(pr + j, N, d, buf, rs, r_rows);
+        sorter.sort(pz + j, N, d, zs, z_rows);  // the one sort of this column
+        if (pidx) {
+          // reference[r, j] = z[index[r, j], j]: its sorted order is z's, through the inverse
+          // permutation, so it needs no sort of its own.
+          std::fill(inverse.begin(), inverse.end(), -1);
+          for (int64_t r = 0; r < N; ++r) {
+            const int64_t src = pidx[r * d + j];
+            if (src < 0 || src >= N || inverse[src] != -1) {
+              bad_index = true;
+              break;
+            }
+            inverse[src] = static_cast<int32_t>(r);
+          }
+          if (bad_index) return;
+          for (int64_t t = 0; t < N; ++t) r_rows[t] = inverse[z_rows[t]];
+          std::copy(zs.begin(), zs.end(), rs.begin());
+        } else if (pr_values) {
+          sorter.sort(pr_values + j, N, d, rs, r_rows);
+        }
+        // Every factor's labels in the column's sorted order, gathered once (row-contiguous).
+        for (int64_t t = 0; t < N; ++t) {
+          const int64_t* row = lab + static_cast<int64_t>(z_rows[t]) * K;
+          for (int64_t k = 0; k < K; ++k) z_lab[k * N + t] = static_cast<int32_t>(row[k]);
+        }
+        if (pr) {
+          for (int64_t t = 0; t < N; ++t) {
+            const int64_t* row = lab + static_cast<int64_t>(r_rows[t]) * K;
+            for (int64_t k = 0; k < K; ++k) r_lab[k * N + t] = static_cast<int32_t>(row[k]);
+          }
+        }
         for (int64_t k = 0; k < K; ++k) {
           const int64_t* off = offsets.data() + k * (C + 1);
           // Running per-label counts split the sorted column into sorted per-label samples.
           std::copy(off, off + C, pos.begin());
-          for (int64_t t = 0; t < N; ++t) a[pos[lab[z_rows[t] * K + k]]++] = zs[t];
+          const int32_t* zl = z_lab.data() + k * N;
+          for (int64_t t = 0; t < N; ++t) a[pos[zl[t]]++] = zs[t];
           if (pr) {
             std::copy(off, off + C, pos.begin());
-            for (int64_t t = 0; t < N; ++t) b[pos[lab[r_rows[t] * K + k]]++] = rs[t];
+            const int32_t* rl = r_lab.data() + k * N;
+            for (int64_t t = 0; t < N; ++t) b[pos[rl[t]]++] = rs[t];
           }
           for (int64_t c = 0; c < C; ++c) {
             const int64_t nc = off[c + 1] - off[c];
             if (nc == 0) continue;  // empty class: left NaN
             const double w =
-                pr ? merge_w1<scalar_t>(a.data() + off[c], nullptr, nc, nc, b.data() + off[c],
-                                        nullptr, nc, nc, nullptr, nullptr, 0.0)
+                pr ? equal_size_w1(a.data() + off[c], b.data() + off[c], nc)
                    : merge_w1<scalar_t>(a.data() + off[c], nullptr, nc, nc, zs.data(), nullptr,
                                         N, N, nullptr, nullptr, 0.0);
             po[(j * K + k) * C + c] = static_cast<scalar_t>(w);
@@ -245,6 +330,8 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
       }
     });
   });
+  TORCH_CHECK_VALUE(!bad_index, "conditional_wasserstein: reference_index must hold a "
+                    "permutation of 0..N-1 in every column");
   return out;
 }
 
@@ -255,8 +342,8 @@ TORCH_LIBRARY_FRAGMENT(wtc_ext, m) {
         "-> Tensor");
   m.def("wasserstein_1d_backward(Tensor grad, Tensor u, Tensor v, Tensor? u_weights, "
         "Tensor? v_weights) -> (Tensor, Tensor)");
-  m.def("conditional_wasserstein(Tensor z, Tensor labels, Tensor? reference, int num_classes) "
-        "-> Tensor");
+  m.def("conditional_wasserstein(Tensor z, Tensor labels, Tensor? reference, "
+        "Tensor? reference_index, int num_classes) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(wtc_ext, CPU, m) {

@@ -32,6 +32,8 @@ void check_wasserstein_1d_args(const at::Tensor& u, const at::Tensor& v,
                                const std::optional<at::Tensor>& v_weights);
 
 void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
-                            const std::optional<at::Tensor>& reference, int64_t num_classes);
+                            const std::optional<at::Tensor>& reference,
+                            const std::optional<at::Tensor>& reference_index,
+                            int64_t num_classes);
 
 }  // namespace wtc

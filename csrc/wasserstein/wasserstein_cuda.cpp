@@ -45,9 +45,21 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cuda(
 // Per factor: a stable sort of the labels (in the column's sorted order) groups every column
 // into per-label samples that stay sorted; one merge per (column, label) segment.
 at::Tensor conditional_wasserstein_cuda(const at::Tensor& z_in, const at::Tensor& labels,
-                                        const std::optional<at::Tensor>& reference,
+                                        const std::optional<at::Tensor>& reference_values,
+                                        const std::optional<at::Tensor>& reference_index,
                                         int64_t num_classes) {
-  check_conditional_args(z_in, labels, reference, num_classes);
+  check_conditional_args(z_in, labels, reference_values, reference_index, num_classes);
+  std::optional<at::Tensor> reference = reference_values;
+  if (reference_index.has_value()) {
+    const at::Tensor sorted_index = std::get<0>(reference_index->sort(0));
+    TORCH_CHECK_VALUE(
+        sorted_index.equal(at::arange(z_in.size(0), reference_index->options())
+                               .view({-1, 1})
+                               .expand_as(sorted_index)),
+        "conditional_wasserstein: reference_index must hold a permutation of 0..N-1 in every "
+        "column");
+    reference = z_in.gather(0, *reference_index);
+  }
   const c10::cuda::CUDAGuard guard(z_in.device());
   const int64_t N = z_in.size(0), d = z_in.size(1), K = labels.size(1), C = num_classes;
   at::Tensor out = at::full({d, K, C}, NAN, z_in.options());

@@ -74,10 +74,10 @@ def scale_by_range(z: torch.Tensor) -> torch.Tensor:
     return z / torch.where(span > 0, span, torch.ones_like(span))
 
 
-def permuted_reference(z: torch.Tensor, seed: int) -> torch.Tensor:
+def permuted_reference(z: torch.Tensor, seed: int, return_index: bool = False):
     """The marginal's sample of the paper variant: every column of z permuted independently."""
     generator = torch.Generator(device=z.device).manual_seed(int(seed))
-    return wtc_ext.permute_dims(z, generator=generator)
+    return wtc_ext.permute_dims(z, generator=generator, return_index=return_index)
 
 
 def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
@@ -94,13 +94,14 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
     z = _as_codes(codes)
     y = _as_factors(factors, z.shape[0], z.device)
     z = scale_by_range(z)
-    reference = permuted_reference(z, seed) if variant == "paper" else None
-    W = wtc_ext.conditional_wasserstein(z, y, reference)  # (d, K, C), NaN for absent classes
+    index = permuted_reference(z, seed, return_index=True)[1] if variant == "paper" else None
+    # (d, K, C), NaN for absent classes; the permuted reference is given by its index, so its
+    # sorted order comes from z's (one sort per column in all).
+    W = wtc_ext.conditional_wasserstein(z, y, reference_index=index)
     matrix = torch.nanmean(W, dim=2)  # (d, K)
     top2 = matrix.topk(2, dim=0).values  # (2, K)
     gaps = top2[0] - top2[1]
-    num_values = torch.tensor([torch.unique(y[:, k]).numel() for k in range(y.shape[1])],
-                              device=gaps.device)
+    num_values = (~torch.isnan(W[0])).sum(1)  # each factor's number of distinct values
     gaps = torch.where(num_values >= 2, gaps, torch.full_like(gaps, float("nan")))
     valid = torch.isfinite(gaps) & (gaps > 0)
     score = gaps[valid].mean().item() if bool(valid.any()) else float("nan")
