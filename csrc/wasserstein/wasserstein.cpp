@@ -17,6 +17,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -137,104 +138,150 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_impl(
 
 namespace {
 
+// Two sorted unweighted samples of one size: W1 = mean |a_i - b_i| (the quantile functions are
+// step functions on the same grid), the same value as the CDF merge without its branches.
 template <typename T>
-double row_total(const T* w, int64_t n) {
+double equal_size_w1(const T* a, const T* b, int64_t n) {
   double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(w[i]);
-  return s;
+  for (int64_t i = 0; i < n; ++i) {
+    s += std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
+  }
+  return s / static_cast<double>(n);
 }
 
-at::Tensor sorted_rows_w1_cpu(const at::Tensor& a, const at::Tensor& wa, const at::Tensor& b,
-                              const at::Tensor& wb, const at::Tensor& grad, at::Tensor* grad_a,
-                              at::Tensor* grad_b) {
-  const int64_t R = a.size(0), n = a.size(1), m = b.size(1);
-  at::Tensor out = at::empty({R}, a.options());
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "wasserstein_1d_cpu", [&] {
-    const scalar_t* pa = a.const_data_ptr<scalar_t>();
-    const scalar_t* pb = b.const_data_ptr<scalar_t>();
-    const scalar_t* pwa = wa.defined() ? wa.const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* pwb = wb.defined() ? wb.const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* pg = grad.defined() ? grad.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* pga = grad_a ? grad_a->data_ptr<scalar_t>() : nullptr;
-    scalar_t* pgb = grad_b ? grad_b->data_ptr<scalar_t>() : nullptr;
+// Order-preserving maps of floats to unsigned keys (sign bit flipped; negatives inverted).
+inline uint64_t sortable_key(double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits >> 63) ? ~bits : (bits | (uint64_t{1} << 63));
+}
+inline uint32_t sortable_key(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits >> 31) ? ~bits : (bits | (uint32_t{1} << 31));
+}
+
+// LSD radix sort of one strided sample on 8-bit digits, skipping digits all keys share:
+// several times faster than std::sort (or at::sort) at the sizes here.
+template <typename T>
+struct RadixSorter {
+  using Key = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+  std::vector<Key> keys, keys_tmp;
+  std::vector<int32_t> rows_tmp;
+  explicit RadixSorter(int64_t N) : keys(N), keys_tmp(N), rows_tmp(N) {}
+
+  // values ascending, and the positions (0..N-1) they came from.
+  void sort(const T* x, int64_t N, int64_t stride, T* values, int32_t* rows) {
+    if (static_cast<int64_t>(keys.size()) < N) {
+      keys.resize(N);
+      keys_tmp.resize(N);
+      rows_tmp.resize(N);
+    }
+    for (int64_t i = 0; i < N; ++i) {
+      keys[i] = sortable_key(x[i * stride]);
+      rows[i] = static_cast<int32_t>(i);
+    }
+    int32_t* cur_rows = rows;
+    int32_t* tmp_rows = rows_tmp.data();
+    Key* cur = keys.data();
+    Key* tmp = keys_tmp.data();
+    for (int shift = 0; shift < static_cast<int>(8 * sizeof(Key)); shift += 8) {
+      int64_t count[257] = {0};
+      for (int64_t i = 0; i < N; ++i) ++count[((cur[i] >> shift) & 0xFF) + 1];
+      if (N == 0 || count[((cur[0] >> shift) & 0xFF) + 1] == N) continue;  // a no-op pass
+      for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+      for (int64_t i = 0; i < N; ++i) {
+        const int64_t dst = count[(cur[i] >> shift) & 0xFF]++;
+        tmp[dst] = cur[i];
+        tmp_rows[dst] = cur_rows[i];
+      }
+      std::swap(cur, tmp);
+      std::swap(cur_rows, tmp_rows);
+    }
+    if (cur_rows != rows) std::copy(cur_rows, cur_rows + N, rows);
+    for (int64_t i = 0; i < N; ++i) values[i] = x[static_cast<int64_t>(rows[i]) * stride];
+  }
+};
+
+// W1 of every row of u (R, n) against v (R, m), sorting each row in the kernel; with grad, also
+// the per-element derivatives (times grad[r]) in the original element order.
+at::Tensor w1_rows_cpu(const at::Tensor& u_in, const at::Tensor& v_in,
+                       const std::optional<at::Tensor>& u_weights,
+                       const std::optional<at::Tensor>& v_weights, const at::Tensor& grad,
+                       at::Tensor* grad_u, at::Tensor* grad_v) {
+  check_wasserstein_1d_args(u_in, v_in, u_weights, v_weights);
+  const at::Tensor u = u_in.contiguous(), v = v_in.contiguous();
+  const at::Tensor uw = u_weights.has_value() ? u_weights->contiguous() : at::Tensor();
+  const at::Tensor vw = v_weights.has_value() ? v_weights->contiguous() : at::Tensor();
+  const int64_t R = u.size(0), n = u.size(1), m = v.size(1);
+  TORCH_CHECK_VALUE(n <= std::numeric_limits<int32_t>::max() &&
+                        m <= std::numeric_limits<int32_t>::max(),
+                    "wasserstein_1d: at most 2^31 - 1 samples per row");
+  at::Tensor out = at::empty({R}, u.options());
+  if (grad_u) *grad_u = at::zeros_like(u);
+  if (grad_v) *grad_v = at::zeros_like(v);
+  if (R == 0) return out;
+  if (n == 0 || m == 0) return out.fill_(NAN);
+  const at::Tensor g = grad.defined() ? grad.contiguous() : grad;
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "wasserstein_1d_cpu", [&] {
+    const scalar_t* pu = u.const_data_ptr<scalar_t>();
+    const scalar_t* pv = v.const_data_ptr<scalar_t>();
+    const scalar_t* puw = uw.defined() ? uw.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pvw = vw.defined() ? vw.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pg = g.defined() ? g.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* pgu = grad_u ? grad_u->data_ptr<scalar_t>() : nullptr;
+    scalar_t* pgv = grad_v ? grad_v->data_ptr<scalar_t>() : nullptr;
     scalar_t* po = out.data_ptr<scalar_t>();
     at::parallel_for(0, R, std::max<int64_t>(1, 8192 / (n + m)), [&](int64_t begin, int64_t end) {
+      RadixSorter<scalar_t> sorter(std::max(n, m));
+      std::vector<scalar_t> us(n), vs(m), uws(puw ? n : 0), vws(pvw ? m : 0);
+      std::vector<scalar_t> gus(pgu ? n : 0), gvs(pgv ? m : 0);
+      std::vector<int32_t> ui(n), vi(m);
       for (int64_t r = begin; r < end; ++r) {
-        const scalar_t* ra = pa + r * n;
-        const scalar_t* rb = pb + r * m;
-        const scalar_t* rwa = pwa ? pwa + r * n : nullptr;
-        const scalar_t* rwb = pwb ? pwb + r * m : nullptr;
-        const double ta = rwa ? row_total(rwa, n) : static_cast<double>(n);
-        const double tb = rwb ? row_total(rwb, m) : static_cast<double>(m);
+        sorter.sort(pu + r * n, n, 1, us.data(), ui.data());
+        sorter.sort(pv + r * m, m, 1, vs.data(), vi.data());
+        double tu = static_cast<double>(n), tv = static_cast<double>(m);
+        if (puw) {
+          tu = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            uws[i] = puw[r * n + ui[i]];
+            tu += static_cast<double>(uws[i]);
+          }
+        }
+        if (pvw) {
+          tv = 0;
+          for (int64_t i = 0; i < m; ++i) {
+            vws[i] = pvw[r * m + vi[i]];
+            tv += static_cast<double>(vws[i]);
+          }
+        }
         po[r] = static_cast<scalar_t>(merge_w1<scalar_t>(
-            ra, rwa, n, ta, rb, rwb, m, tb, pga ? pga + r * n : nullptr,
-            pgb ? pgb + r * m : nullptr, pg ? static_cast<double>(pg[r]) : 0.0));
+            us.data(), puw ? uws.data() : nullptr, n, tu, vs.data(), pvw ? vws.data() : nullptr, m,
+            tv, pgu ? gus.data() : nullptr, pgv ? gvs.data() : nullptr,
+            pg ? static_cast<double>(pg[r]) : 0.0));
+        if (pgu) {
+          for (int64_t i = 0; i < n; ++i) pgu[r * n + ui[i]] = gus[i];
+          for (int64_t i = 0; i < m; ++i) pgv[r * m + vi[i]] = gvs[i];
+        }
       }
     });
   });
   return out;
 }
 
-const SortedRowsW1 kCpuRows{sorted_rows_w1_cpu};
-
 at::Tensor wasserstein_1d_cpu(const at::Tensor& u, const at::Tensor& v,
                               const std::optional<at::Tensor>& u_weights,
                               const std::optional<at::Tensor>& v_weights) {
-  return wasserstein_1d_impl(u, v, u_weights, v_weights, kCpuRows);
+  return w1_rows_cpu(u, v, u_weights, v_weights, at::Tensor(), nullptr, nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cpu(
     const at::Tensor& grad, const at::Tensor& u, const at::Tensor& v,
     const std::optional<at::Tensor>& u_weights, const std::optional<at::Tensor>& v_weights) {
-  return wasserstein_1d_backward_impl(grad, u, v, u_weights, v_weights, kCpuRows);
+  at::Tensor grad_u, grad_v;
+  w1_rows_cpu(u, v, u_weights, v_weights, grad, &grad_u, &grad_v);
+  return {grad_u, grad_v};
 }
-
-// Order-preserving map of a double to an unsigned key (sign bit flipped; negatives inverted).
-inline uint64_t sortable_key(double x) {
-  uint64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return (bits >> 63) ? ~bits : (bits | (uint64_t{1} << 63));
-}
-
-// Two sorted unweighted samples of one size: W1 = mean |a_i - b_i| (the quantile functions are
-// step functions on the same grid), the same value as the CDF merge without its branches.
-template <typename T>
-double equal_size_w1(const T* a, const T* b, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
-  return s / static_cast<double>(n);
-}
-
-struct ColumnSorter {
-  std::vector<uint64_t> keys, keys_tmp;
-  std::vector<int32_t> rows_tmp;
-  explicit ColumnSorter(int64_t N) : keys(N), keys_tmp(N), rows_tmp(N) {}
-
-  // Sort one strided column: values ascending and the rows they came from. LSD radix sort on
-  // 8-bit digits, skipping digits all keys share: several times faster than std::sort here.
-  template <typename T>
-  void sort(const T* x, int64_t N, int64_t stride, std::vector<T>& values,
-            std::vector<int32_t>& rows) {
-    for (int64_t i = 0; i < N; ++i) {
-      keys[i] = sortable_key(static_cast<double>(x[i * stride]));
-      rows[i] = static_cast<int32_t>(i);
-    }
-    for (int shift = 0; shift < 64; shift += 8) {
-      int64_t count[257] = {0};
-      for (int64_t i = 0; i < N; ++i) ++count[((keys[i] >> shift) & 0xFF) + 1];
-      if (count[((keys[0] >> shift) & 0xFF) + 1] == N) continue;  // one digit value: no-op pass
-      for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
-      for (int64_t i = 0; i < N; ++i) {
-        const int64_t dst = count[(keys[i] >> shift) & 0xFF]++;
-        keys_tmp[dst] = keys[i];
-        rows_tmp[dst] = rows[i];
-      }
-      keys.swap(keys_tmp);
-      rows.swap(rows_tmp);
-    }
-    for (int64_t i = 0; i < N; ++i) values[i] = x[static_cast<int64_t>(rows[i]) * stride];
-  }
-};
 
 at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor& labels_in,
                                        const std::optional<at::Tensor>& reference,
@@ -270,13 +317,13 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
     const bool pr = pr_values != nullptr || pidx != nullptr;  // a reference sample is compared
     scalar_t* po = out.data_ptr<scalar_t>();
     at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) {
-      ColumnSorter sorter(N);
+      RadixSorter<scalar_t> sorter(N);
       std::vector<scalar_t> zs(N), rs(pr ? N : 0), a(N), b(pr ? N : 0);
       std::vector<int32_t> z_rows(N), r_rows(pr ? N : 0), inverse(pidx ? N : 0);
       std::vector<int64_t> pos(C);
       std::vector<int32_t> z_lab(N * K), r_lab(pr ? N * K : 0);
       for (int64_t j = begin; j < end; ++j) {
-        sorter.sort(pz + j, N, d, zs, z_rows);  // the one sort of this column
+        sorter.sort(pz + j, N, d, zs.data(), z_rows.data());  // the one sort of this column
         if (pidx) {
           // reference[r, j] = z[index[r, j], j]: its sorted order is z's, through the inverse
           // permutation, so it needs no sort of its own.
@@ -293,7 +340,7 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
           for (int64_t t = 0; t < N; ++t) r_rows[t] = inverse[z_rows[t]];
           std::copy(zs.begin(), zs.end(), rs.begin());
         } else if (pr_values) {
-          sorter.sort(pr_values + j, N, d, rs, r_rows);
+          sorter.sort(pr_values + j, N, d, rs.data(), r_rows.data());
         }
         // Every factor's labels in the column's sorted order, gathered once (row-contiguous).
         for (int64_t t = 0; t < N; ++t) {
