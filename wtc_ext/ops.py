@@ -243,9 +243,11 @@ def _check_weights(w, values, name):
                              f"the samples' shape {tuple(values.shape)}") from None
     w = w.to(values.dtype)
     if w.numel():
-        if (w < 0).any() or not torch.isfinite(w).all():
+        # Two passes: non-negative weights with finite row totals are all finite.
+        totals = w.sum(-1)
+        if not bool(w.min() >= 0) or not bool(torch.isfinite(totals).all()):
             raise ValueError(f"wasserstein_1d: {name} must be finite and non-negative")
-        if (w.sum(-1) <= 0).any():
+        if not bool((totals > 0).all()):
             raise ValueError(f"wasserstein_1d: {name} must have a positive total in every row")
     return w
 

@@ -18,6 +18,9 @@ WTC_HOST_DEVICE double merge_w1(const T* a, const T* wa, int64_t n, double wa_to
   if (n == 0 || m == 0) return NAN;
   double F = 0, G = 0, result = 0;
   double cum_a = 0, cum_b = 0;
+  // Reciprocals: a division per step would cost more than the rest of the step.
+  const double inv_a = 1.0 / (wa ? wa_total : static_cast<double>(n));
+  const double inv_b = 1.0 / (wb ? wb_total : static_cast<double>(m));
   int64_t i = 0, j = 0;
   double prev = static_cast<double>(a[0] < b[0] ? a[0] : b[0]);
   while (i < n || j < m) {
@@ -27,12 +30,12 @@ WTC_HOST_DEVICE double merge_w1(const T* a, const T* wa, int64_t n, double wa_to
     result += before * (x - prev);
     if (take_a) {
       cum_a += wa ? static_cast<double>(wa[i]) : 1.0;
-      F = wa ? cum_a / wa_total : static_cast<double>(i + 1) / static_cast<double>(n);
+      F = cum_a * inv_a;
       if (grad_a) grad_a[i] = static_cast<T>((before - fabs(F - G)) * grad_scale);
       ++i;
     } else {
       cum_b += wb ? static_cast<double>(wb[j]) : 1.0;
-      G = wb ? cum_b / wb_total : static_cast<double>(j + 1) / static_cast<double>(m);
+      G = cum_b * inv_b;
       if (grad_b) grad_b[j] = static_cast<T>((before - fabs(F - G)) * grad_scale);
       ++j;
     }
