@@ -42,12 +42,13 @@ pybind11::dict build_info() {
 // microseconds, as much as the whole op at the paper's batch of 64). wtc_ext.ops uses them
 // outside torch.compile tracing.
 std::tuple<at::Tensor, at::Tensor> permute_dims(const at::Tensor& z,
-                                                std::optional<at::Generator> generator) {
+                                                std::optional<at::Generator> generator,
+                                                bool return_index) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("wtc_ext::permute_dims", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
-                                                                 std::optional<at::Generator>)>();
-  return op.call(z, std::move(generator));
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, std::optional<at::Generator>, bool)>();
+  return op.call(z, std::move(generator), return_index);
 }
 
 }  // namespace
@@ -56,5 +57,5 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "Compiled kernels of wtc_ext (ops are registered under torch.ops.wtc_ext)";
   m.def("build_info", &build_info, "How this extension was built: CUDA or not, versions.");
   m.def("permute_dims", &permute_dims, pybind11::arg("z"), pybind11::kw_only(),
-        pybind11::arg("generator") = pybind11::none());
+        pybind11::arg("generator") = pybind11::none(), pybind11::arg("return_index") = true);
 }

@@ -85,6 +85,15 @@ def test_every_permutation_equally_likely(device):
     assert scipy.stats.chisquare(table.flatten().numpy()).pvalue > 1e-4
 
 
+def test_output_without_index_is_the_same_permutation(device):
+    z = torch.randn(7, 64, 10, device=device)
+    with_index, index = wtc_ext.permute_dims(z, generator=generator(device, 3), return_index=True)
+    without = wtc_ext.permute_dims(z, generator=generator(device, 3))
+    assert torch.equal(with_index, without)
+    out, empty = torch.ops.wtc_ext.permute_dims.default(z, return_index=False)
+    assert empty.numel() == 0 and out.shape == z.shape
+
+
 def test_same_generator_state_gives_same_output(device):
     z = torch.randn(5, 64, 10, device=device)
     a = wtc_ext.permute_dims(z, generator=generator(device, 42))
@@ -170,6 +179,8 @@ def test_opcheck(device):
                                                               dtype=torch.float64,
                                                               requires_grad=True)):
         torch.library.opcheck(torch.ops.wtc_ext.permute_dims.default, (z,))
+        torch.library.opcheck(torch.ops.wtc_ext.permute_dims.default, (z,),
+                              {"return_index": False})
 
 
 def test_torch_compile_fullgraph(device):

@@ -40,9 +40,9 @@ def permute_dims(z: torch.Tensor, *, generator: torch.Generator | None = None,
         the gradient is scattered back through the same permutation), and ``index`` if asked.
     """
     if _is_compiling():  # dynamo traces the registered op; eager calls take the direct path
-        out, index = _permute_dims(z, generator=generator)
+        out, index = _permute_dims(z, generator=generator, return_index=return_index)
     else:
-        out, index = _C.permute_dims(z, generator=generator)
+        out, index = _C.permute_dims(z, generator=generator, return_index=return_index)
     return (out, index) if return_index else out
 
 
@@ -58,9 +58,10 @@ def _check_permute_dims(z: torch.Tensor) -> None:
 
 
 @torch.library.register_fake("wtc_ext::permute_dims")
-def _permute_dims_fake(z, *, generator=None):
+def _permute_dims_fake(z, *, generator=None, return_index=True):
     _check_permute_dims(z)
-    return z.new_empty(z.shape), z.new_empty(z.shape, dtype=torch.int64)
+    index_shape = z.shape if return_index else (0,)
+    return z.new_empty(z.shape), z.new_empty(index_shape, dtype=torch.int64)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -49,18 +49,16 @@ struct Philox4x32 {
   }
 };
 
-// A fast sequential generator for one CPU column: SplitMix64 (Steele et al., 2014) started from
-// a Philox block of (seed, stream), so streams stay independent across columns and calls.
+// A fast sequential generator for one CPU column: SplitMix64 (Steele et al., 2014). Column c
+// reads the one SplitMix64 sequence of the call's seed from position c * 2^32 on, so streams
+// never overlap (fewer than 2^32 draws a column) and starting one costs nothing.
 struct SplitMixStream {
   uint64_t state;
   uint32_t spare = 0;
   bool has_spare = false;
 
-  inline SplitMixStream(uint64_t seed, uint32_t stream, uint64_t offset) {
-    uint32_t w[4];
-    Philox4x32(seed, stream, offset).block(0, w);
-    state = (static_cast<uint64_t>(w[0]) << 32) | w[1];
-  }
+  inline SplitMixStream(uint64_t seed, uint32_t stream, uint64_t offset)
+      : state(seed + 0x9E3779B97F4A7C15ull * ((static_cast<uint64_t>(stream) << 32) + offset)) {}
 
   inline uint64_t next64() {
     uint64_t z = (state += 0x9E3779B97F4A7C15ull);

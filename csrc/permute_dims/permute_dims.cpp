@@ -2,10 +2,11 @@
 //
 // Algorithm 1 of the paper (Kim & Mnih's permute_dims): every column of every (B, d) batch gets
 // its own uniform random permutation of the B rows. The CPU kernel runs an inside-out
-// Fisher-Yates shuffle per column, in parallel over columns, drawing from a counter-based Philox
-// stream keyed by one seed per call and indexed by the column, so the result does not depend
-// on the number of threads. (The column's stream is SplitMix64 started from a Philox block: a
-// Philox block per four draws cost more than the shuffle itself.)
+// Fisher-Yates shuffle per column, in parallel over columns, each column drawing from its own
+// position in the SplitMix64 sequence of one seed per call, so the result does not depend on the
+// number of threads. (A counter-based Philox block per four draws cost more than the shuffle.)
+// The int64 index is written only when asked for (return_index, or autograd needs it): it is
+// twice the bytes of a float32 output, and at 1000 stacked batches the op is bound by its writes.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -71,18 +72,21 @@ void permute_columns_cpu(const Word* z, Word* out, int64_t* index, PermuteShape 
       const int64_t base = l * s.B * s.d + j;
       for (int64_t i = 0; i < s.B; ++i) {
         out[base + i * s.d] = z[base + perm[i] * s.d];
-        index[base + i * s.d] = perm[i];
+        if (index != nullptr) index[base + i * s.d] = perm[i];
       }
     }
   });
 }
 
 std::tuple<at::Tensor, at::Tensor> permute_dims_cpu(const at::Tensor& z_in,
-                                                     std::optional<at::Generator> generator) {
+                                                     std::optional<at::Generator> generator,
+                                                     bool return_index) {
   check_permute_dims_args(z_in, generator);
   const at::Tensor z = z_in.contiguous();
   at::Tensor out = at::empty(z.sizes(), z.options());
-  at::Tensor index = at::empty(z.sizes(), z.options().dtype(at::kLong));
+  at::Tensor index = at::empty(return_index ? z.sizes() : at::IntArrayRef{0},
+                               z.options().dtype(at::kLong));
+  int64_t* index_ptr = return_index ? index.data_ptr<int64_t>() : nullptr;
   const PermuteShape s = permute_shape(z);
   if (z.numel() == 0) return {out, index};
 
@@ -100,24 +104,35 @@ std::tuple<at::Tensor, at::Tensor> permute_dims_cpu(const at::Tensor& z_in,
   switch (z.element_size()) {
     case 1:
       permute_columns_cpu(static_cast<const uint8_t*>(z.const_data_ptr()),
-                          static_cast<uint8_t*>(out.data_ptr()), index.data_ptr<int64_t>(), s, seed);
+                          static_cast<uint8_t*>(out.data_ptr()), index_ptr, s, seed);
       break;
     case 2:
       permute_columns_cpu(static_cast<const uint16_t*>(z.const_data_ptr()),
-                          static_cast<uint16_t*>(out.data_ptr()), index.data_ptr<int64_t>(), s, seed);
+                          static_cast<uint16_t*>(out.data_ptr()), index_ptr, s, seed);
       break;
     case 4:
       permute_columns_cpu(static_cast<const uint32_t*>(z.const_data_ptr()),
-                          static_cast<uint32_t*>(out.data_ptr()), index.data_ptr<int64_t>(), s, seed);
+                          static_cast<uint32_t*>(out.data_ptr()), index_ptr, s, seed);
       break;
     case 8:
       permute_columns_cpu(static_cast<const uint64_t*>(z.const_data_ptr()),
-                          static_cast<uint64_t*>(out.data_ptr()), index.data_ptr<int64_t>(), s, seed);
+                          static_cast<uint64_t*>(out.data_ptr()), index_ptr, s, seed);
       break;
     default:
       TORCH_CHECK_VALUE(false, "permute_dims: unsupported element size ", z.element_size());
   }
   return {out, index};
+}
+
+const c10::TypedOperatorHandle<std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor&, std::optional<at::Generator>, bool)>&
+permute_dims_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("wtc_ext::permute_dims", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                    std::optional<at::Generator>, bool)>();
+  return op;
 }
 
 // Autograd: out = z.gather(-2, index), so grad_z scatters grad_out back through the same index.
@@ -128,11 +143,7 @@ class PermuteDimsFunction : public torch::autograd::Function<PermuteDimsFunction
                                                 const at::Tensor& z,
                                                 std::optional<at::Generator> generator) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("wtc_ext::permute_dims", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
-                                                                   std::optional<at::Generator>)>();
-    auto [out, index] = op.call(z, std::move(generator));
+    auto [out, index] = permute_dims_op().call(z, std::move(generator), /*return_index=*/true);
     ctx->save_for_backward({index});
     ctx->mark_non_differentiable({index});
     return {out, index};
@@ -150,16 +161,14 @@ class PermuteDimsFunction : public torch::autograd::Function<PermuteDimsFunction
 };
 
 std::tuple<at::Tensor, at::Tensor> permute_dims_autograd(const at::Tensor& z,
-                                                          std::optional<at::Generator> generator) {
+                                                          std::optional<at::Generator> generator,
+                                                          bool return_index) {
   if (!(at::GradMode::is_enabled() && z.requires_grad())) {
     // No graph to record: skip building the autograd node (a quarter of the op's time at B=64).
     at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("wtc_ext::permute_dims", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
-                                                                   std::optional<at::Generator>)>();
-    return op.call(z, std::move(generator));
+    return permute_dims_op().call(z, std::move(generator), return_index);
   }
+  // The backward needs the index, so it is always computed (and returned) here.
   auto outputs = PermuteDimsFunction::apply(z, std::move(generator));
   return {outputs[0], outputs[1]};
 }
@@ -167,7 +176,9 @@ std::tuple<at::Tensor, at::Tensor> permute_dims_autograd(const at::Tensor& z,
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(wtc_ext, m) {
-  m.def("permute_dims(Tensor z, *, Generator? generator=None) -> (Tensor, Tensor)",
+  // index: the int64 (..., B, d) index, or an empty tensor when return_index is false.
+  m.def("permute_dims(Tensor z, *, Generator? generator=None, bool return_index=True) -> "
+        "(Tensor, Tensor)",
         {at::Tag::nondeterministic_seeded});
 }
 

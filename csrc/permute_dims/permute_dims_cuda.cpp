@@ -16,16 +16,19 @@ namespace wtc {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> permute_dims_cuda(const at::Tensor& z_in,
-                                                      std::optional<at::Generator> generator) {
+                                                      std::optional<at::Generator> generator,
+                                                      bool return_index) {
   check_permute_dims_args(z_in, generator);
   const c10::cuda::CUDAGuard device_guard(z_in.device());
   const at::Tensor z = z_in.contiguous();
   const PermuteShape s = permute_shape(z);
+  const auto index_opts = z.options().dtype(at::kLong);
+  const at::IntArrayRef index_shape = return_index ? z.sizes() : at::IntArrayRef{0};
   if (z.numel() == 0) {
-    return {at::empty(z.sizes(), z.options()), at::empty(z.sizes(), z.options().dtype(at::kLong))};
+    return {at::empty(z.sizes(), z.options()), at::empty(index_shape, index_opts)};
   }
   if (s.B == 1) {
-    return {z.clone(at::MemoryFormat::Contiguous), at::zeros(z.sizes(), z.options().dtype(at::kLong))};
+    return {z.clone(at::MemoryFormat::Contiguous), at::zeros(index_shape, index_opts)};
   }
   TORCH_CHECK_VALUE(s.L * s.d <= std::numeric_limits<uint32_t>::max(),
                     "permute_dims: expected at most 2^32 - 1 columns in all, but z has ",
@@ -42,9 +45,10 @@ std::tuple<at::Tensor, at::Tensor> permute_dims_cuda(const at::Tensor& z_in,
 
   if (s.B <= kPermuteSharedMaxRows) {
     at::Tensor out = at::empty(z.sizes(), z.options());
-    at::Tensor index = at::empty(z.sizes(), z.options().dtype(at::kLong));
+    at::Tensor index = at::empty(index_shape, index_opts);
     C10_CUDA_CHECK(launch_permute_dims_shared(z.const_data_ptr(), out.data_ptr(),
-                                              index.data_ptr<int64_t>(), s.L, s.B, s.d,
+                                              return_index ? index.data_ptr<int64_t>() : nullptr,
+                                              s.L, s.B, s.d,
                                               static_cast<int>(z.element_size()), philox, stream));
     return {out, index};
   }
@@ -52,7 +56,8 @@ std::tuple<at::Tensor, at::Tensor> permute_dims_cuda(const at::Tensor& z_in,
   C10_CUDA_CHECK(
       launch_permute_dims_keys(keys.data_ptr<int64_t>(), s.L, s.B, s.d, philox, stream));
   at::Tensor index = std::get<1>(at::sort(keys, /*stable=*/true, /*dim=*/-2, /*descending=*/false));
-  return {z.gather(-2, index), index};
+  at::Tensor out = z.gather(-2, index);
+  return {out, return_index ? index : at::empty({0}, index_opts)};
 }
 
 }  // namespace

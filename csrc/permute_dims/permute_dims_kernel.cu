@@ -90,7 +90,7 @@ __global__ void permute_dims_shared_kernel(const Word* __restrict__ z, Word* __r
     const int64_t base = l * B * d + j;
     const int64_t src = rows[e];
     out[base + i * d] = z[base + src * d];
-    index[base + i * d] = src;
+    if (index != nullptr) index[base + i * d] = src;
   }
 }
 
