@@ -1,0 +1,125 @@
+"""The ground-truth data set interface every metric and trainer uses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+class DataSetError(ValueError):
+    """A data set that cannot be read: missing, truncated or in the wrong format."""
+
+
+class GroundTruthDataset(torch.utils.data.Dataset):
+    """Images with the factors of variation that generated them.
+
+    Subclasses set ``name``, ``factor_names``, ``factor_sizes``, ``channels`` and implement
+    :meth:`images_uint8` (uint8 images (n, H, W, C) for indices). Images stay uint8 in memory
+    (dSprites bit-packed); the float conversion happens per batch.
+
+    Indices enumerate the factor grid in C order (the last factor fastest), the order of the
+    standard files. Data sets whose grid holds several images per factor combination (SmallNORB's
+    instances) override :meth:`sample_observations_from_factors`; data sets without factors
+    (CelebA) have ``factor_sizes == ()``.
+    """
+
+    name: str = ""
+    factor_names: tuple[str, ...] = ()
+    factor_sizes: tuple[int, ...] = ()
+    channels: int = 1
+    image_size: int = 64
+    #: uint8 value that means 1.0 (255, or 1 for dSprites' 0/1 images)
+    white: int = 255
+
+    # -- to implement ------------------------------------------------------------------------
+    def images_uint8(self, indices: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- sizes and indices -------------------------------------------------------------------
+    @property
+    def num_factors(self) -> int:
+        return len(self.factor_sizes)
+
+    def __len__(self) -> int:
+        return math.prod(self.factor_sizes) if self.factor_sizes else 0
+
+    def check_factors(self, factors) -> np.ndarray:
+        factors = np.asarray(factors)
+        if factors.ndim == 1:
+            factors = factors[None]
+        if factors.ndim != 2 or factors.shape[1] != self.num_factors:
+            raise ValueError(f"{self.name}: expected factor classes of shape (n, "
+                             f"{self.num_factors}), got {factors.shape}")
+        if not np.issubdtype(factors.dtype, np.integer):
+            raise ValueError(f"{self.name}: factor classes must be integers, got {factors.dtype}")
+        sizes = np.asarray(self.factor_sizes)
+        bad = (factors < 0) | (factors >= sizes)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"{self.name}: factor '{self.factor_names[col]}' class "
+                             f"{factors[row, col]} is out of range [0, {sizes[col]})")
+        return factors.astype(np.int64)
+
+    def factors_to_index(self, factors) -> np.ndarray:
+        factors = self.check_factors(factors)
+        return np.ravel_multi_index(tuple(factors.T), self.factor_sizes).astype(np.int64)
+
+    def index_to_factors(self, indices) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"{self.name}: index out of range [0, {len(self)})")
+        return np.stack(np.unravel_index(indices, self.factor_sizes), axis=-1).astype(np.int64)
+
+    # -- sampling (what the FactorVAE and BetaVAE scores need) --------------------------------
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n factor combinations, each factor uniform over its classes, (n, K) int64."""
+        if not self.factor_sizes:
+            raise ValueError(f"{self.name} has no ground-truth factors")
+        rng = np.random.default_rng(rng)
+        return np.stack([rng.integers(0, size, n) for size in self.factor_sizes], 1)
+
+    def sample_observations_from_factors(self, factors, rng: np.random.Generator | None = None
+                                         ) -> torch.Tensor:
+        """Float images (n, C, H, W) in [0, 1] showing the given factor classes."""
+        return self.batch(self.factors_to_index(factors))
+
+    # -- images ------------------------------------------------------------------------------
+    def to_float(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (n, H, W[, C]) -> float32 (n, C, H, W) in [0, 1]."""
+        t = torch.from_numpy(np.ascontiguousarray(images))
+        if t.dim() == 3:
+            t = t.unsqueeze(-1)
+        return t.permute(0, 3, 1, 2).float().mul_(1.0 / self.white)
+
+    def batch(self, indices) -> torch.Tensor:
+        """The fast path: uint8 gather for an index array, converted on the fly."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"{self.name}: index out of range [0, {len(self)})")
+        return self.to_float(self.images_uint8(indices))
+
+    def __getitem__(self, index: int):
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        image = self.batch([index])[0]
+        factors = torch.from_numpy(self.index_to_factors([index])[0]) if self.factor_sizes \
+            else torch.zeros(0, dtype=torch.int64)
+        return image, factors
+
+    def describe(self) -> str:
+        factors = ", ".join(f"{n} ({s})" for n, s in zip(self.factor_names, self.factor_sizes))
+        return (f"{self.name}: {len(self)} images of {self.channels}x{self.image_size}x"
+                f"{self.image_size}; factors: {factors or 'none'}")
+
+
+def subset_steps(factor_sizes: Sequence[int], step) -> list[np.ndarray]:
+    """The classes kept per factor for a grid subset: ``step`` is an int or one int per factor."""
+    steps = [step] * len(factor_sizes) if isinstance(step, int) else list(step)
+    if len(steps) != len(factor_sizes) or any(int(s) < 1 for s in steps):
+        raise ValueError(f"step must be a positive int or one per factor ({len(factor_sizes)}), "
+                         f"got {step}")
+    return [np.arange(0, size, int(s)) for size, s in zip(factor_sizes, steps)]

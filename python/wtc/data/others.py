@@ -1,0 +1,309 @@
+"""Cars3D, SmallNORB, MPI3D and CelebA, read from their standard files."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from wtc.data.base import DataSetError, GroundTruthDataset
+
+
+def cache_root(cache_dir=None) -> Path:
+    return Path(cache_dir or os.environ.get("WTC_CACHE") or Path.home() / ".cache" / "wtc")
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def area_downsample(image: np.ndarray, size: int = 64) -> np.ndarray:
+    """uint8 (H, W[, C]) -> (size, size[, C]) by averaging equal blocks (exact area resampling
+    when size divides H and W; otherwise PIL's antialiased resize)."""
+    h, w = image.shape[:2]
+    if h % size == 0 and w % size == 0:
+        fh, fw = h // size, w // size
+        blocks = image.reshape(size, fh, size, fw, *image.shape[2:]).astype(np.float32)
+        return (blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, reducing_gap=None))
+
+
+# -- Cars3D ------------------------------------------------------------------------------------
+
+class Cars3D(GroundTruthDataset):
+    """Cars3D from its folder: ``list.txt`` naming the ``car_*_mesh.mat`` files, each holding
+    ``im`` uint8 (128, 128, 3, 24, 4) = (H, W, C, azimuth, elevation). Factors (car fastest):
+    elevation (4), azimuth (24), car (one per line of list.txt: 183). Images are resized to 64x64
+    (2x2 area averaging) and cached once as a compact uint8 array."""
+
+    name = "cars3d"
+    factor_names = ("elevation", "azimuth", "car")
+    channels = 3
+
+    def __init__(self, folder, cache: bool = True, cache_dir=None):
+        folder = Path(folder)
+        listing = folder / "list.txt"
+        if not listing.is_file():
+            raise DataSetError(f"cars3d: {listing} is missing; the Cars3D folder holds list.txt "
+                               "and the car_*_mesh.mat files")
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        if not names:
+            raise DataSetError(f"cars3d: {listing} lists no cars")
+        self.factor_sizes = (4, 24, len(names))
+        cached = cache_root(cache_dir) / f"cars3d-v1-{len(names)}-{abs(hash(tuple(names)))}.npy" \
+            if cache else None
+        if cached is not None and cached.exists():
+            images = np.load(cached)
+        else:
+            images = np.empty((4, 24, len(names), 64, 64, 3), np.uint8)
+            for c, name in enumerate(names):
+                images[:, :, c] = self._read_car(folder, name)
+            images = images.reshape(-1, 64, 64, 3)
+            if cached is not None:
+                _save_atomic(cached, images)
+        if images.shape != (int(np.prod(self.factor_sizes)), 64, 64, 3):
+            raise DataSetError(f"cars3d: the cache {cached} does not match {listing}; delete it")
+        self._images = images
+
+    @staticmethod
+    def _read_car(folder: Path, name: str) -> np.ndarray:
+        import scipy.io
+
+        path = folder / (name if name.endswith(".mat") else f"{name}.mat")
+        if not path.is_file():
+            raise DataSetError(f"cars3d: {path} (listed in list.txt) is missing")
+        try:
+            im = scipy.io.loadmat(path)["im"]
+        except KeyError:
+            raise DataSetError(f"cars3d: {path} has no 'im' array") from None
+        except Exception as err:  # scipy raises several types for damaged files
+            raise DataSetError(f"cars3d: cannot read {path}: {err}") from err
+        if im.dtype != np.uint8 or im.shape != (128, 128, 3, 24, 4):
+            raise DataSetError(f"cars3d: {path}: expected im uint8 (128, 128, 3, 24, 4), got "
+                               f"{im.dtype} {im.shape}")
+        out = np.empty((4, 24, 64, 64, 3), np.uint8)
+        for e in range(4):
+            for a in range(24):
+                out[e, a] = area_downsample(im[:, :, :, a, e])
+        return out
+
+    def images_uint8(self, indices):
+        return self._images[indices]
+
+
+# -- SmallNORB ---------------------------------------------------------------------------------
+
+NORB_MAGIC = {0x1E3D4C55: np.uint8, 0x1E3D4C54: np.int32}
+NORB_PREFIXES = ("smallnorb-5x46789x9x18x6x2x96x96-training",
+                 "smallnorb-5x01235x9x18x6x2x96x96-testing")
+
+
+def read_norb_matrix(path: Path) -> np.ndarray:
+    """A NORB binary-matrix file: int32 magic, int32 ndim, max(3, ndim) int32 dims, data."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(8)
+            if len(header) < 8:
+                raise DataSetError(f"smallnorb: {path} is truncated (no header)")
+            magic, ndim = struct.unpack("<ii", header)
+            if magic not in NORB_MAGIC or not 1 <= ndim <= 8:
+                raise DataSetError(f"smallnorb: {path} is not a NORB matrix file (magic "
+                                   f"{magic:#x}, ndim {ndim})")
+            dims = struct.unpack(f"<{max(3, ndim)}i", f.read(4 * max(3, ndim)))[:ndim]
+            dtype = NORB_MAGIC[magic]
+            count = int(np.prod(dims))
+            data = np.fromfile(f, dtype=np.dtype(dtype).newbyteorder("<"), count=count)
+    except OSError as err:
+        raise DataSetError(f"smallnorb: cannot read {path}: {err}") from err
+    if data.size != count:
+        raise DataSetError(f"smallnorb: {path} is truncated: {data.size} of {count} values")
+    return data.reshape(dims)
+
+
+class SmallNORB(GroundTruthDataset):
+    """SmallNORB from the training and testing binary-matrix files (both, as disentanglement_lib
+    does): the first camera of each stereo pair, resized to 64x64. Factors: category (5),
+    elevation (9), azimuth (18; stored as 0, 2, .., 34), lighting (6); the instance (10) is a
+    nuisance: several images share each factor combination, and sampling picks one at random."""
+
+    name = "smallnorb"
+    factor_names = ("category", "elevation", "azimuth", "lighting")
+    factor_sizes = (5, 9, 18, 6)
+    channels = 1
+
+    def __init__(self, folder):
+        folder = Path(folder)
+        images, factors = [], []
+        for prefix in NORB_PREFIXES:
+            parts = {k: folder / f"{prefix}-{k}.mat" for k in ("dat", "cat", "info")}
+            for path in parts.values():
+                if not path.is_file():
+                    raise DataSetError(f"smallnorb: {path} is missing")
+            dat, cat, info = (read_norb_matrix(parts[k]) for k in ("dat", "cat", "info"))
+            if dat.ndim != 4 or dat.shape[1] != 2 or dat.dtype != np.uint8:
+                raise DataSetError(f"smallnorb: {parts['dat']}: expected uint8 (N, 2, H, W), "
+                                   f"got {dat.dtype} {dat.shape}")
+            if cat.shape != (dat.shape[0],) or info.shape != (dat.shape[0], 4):
+                raise DataSetError(f"smallnorb: {prefix}: cat/info do not match dat's "
+                                   f"{dat.shape[0]} images")
+            images.append(np.stack([area_downsample(im) for im in dat[:, 0]]))
+            # info: instance, elevation, azimuth (0, 2, .., 34), lighting
+            factors.append(np.stack([cat, info[:, 1], info[:, 2] // 2, info[:, 3]], 1))
+        self._images = np.concatenate(images)
+        self.factors = np.concatenate(factors).astype(np.int64)
+        self.check_factors(self.factors)
+        # Images grouped by factor combination, for sampling.
+        codes = np.ravel_multi_index(tuple(self.factors.T), self.factor_sizes)
+        self._order = np.argsort(codes, kind="stable")
+        counts = np.bincount(codes, minlength=int(np.prod(self.factor_sizes)))
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
+        if (counts == 0).any():
+            missing = self.index_to_factors_grid(np.flatnonzero(counts == 0)[:1])[0]
+            raise DataSetError(f"smallnorb: no image has the factors {missing.tolist()}")
+
+    def __len__(self):
+        return len(self._images)
+
+    def index_to_factors_grid(self, codes):
+        return np.stack(np.unravel_index(np.asarray(codes), self.factor_sizes), 1)
+
+    def index_to_factors(self, indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"smallnorb: index out of range [0, {len(self)})")
+        return self.factors[indices]
+
+    def factors_to_index(self, factors, rng=None):
+        """An image index for each factor row (a random instance among those that match)."""
+        factors = self.check_factors(factors)
+        codes = np.ravel_multi_index(tuple(factors.T), self.factor_sizes)
+        rng = np.random.default_rng(rng)
+        lo, hi = self._starts[codes], self._starts[codes + 1]
+        return self._order[lo + (rng.random(len(codes)) * (hi - lo)).astype(np.int64)]
+
+    def sample_observations_from_factors(self, factors, rng=None):
+        return self.batch(self.factors_to_index(factors, rng))
+
+    def images_uint8(self, indices):
+        return self._images[indices]
+
+
+# -- MPI3D -------------------------------------------------------------------------------------
+
+MPI3D_FACTORS = ("object_color", "object_shape", "object_size", "camera_height",
+                 "background_color", "horizontal_axis", "vertical_axis")
+MPI3D_SIZES = (6, 6, 2, 3, 3, 40, 40)
+MPI3D_VARIANTS = ("toy", "realistic", "real")
+
+
+def memmap_npz_member(path: Path, key: str):
+    """A read-only memory map of an uncompressed npz member (np.load cannot map npz files)."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with zf.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(member)
+            header_size = member.tell()
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+    data_start = info.header_offset + 30 + name_len + extra_len
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_start + header_size, shape=shape,
+                     order="F" if fortran else "C")
+
+
+class MPI3D(GroundTruthDataset):
+    """MPI3D (``mpi3d_{toy,realistic,real}.npz``, key ``images`` uint8 (1036800, 64, 64, 3)),
+    memory-mapped when the npz is stored uncompressed, as the released files are.
+    ``factor_sizes`` may be given for a file holding a smaller grid."""
+
+    factor_names = MPI3D_FACTORS
+    channels = 3
+
+    def __init__(self, path, variant: str = "toy", factor_sizes=None):
+        path = Path(path)
+        self.name = f"mpi3d-{variant}"
+        self.factor_sizes = tuple(factor_sizes or MPI3D_SIZES)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if "images.npy" not in zf.namelist():
+                    raise DataSetError(f"mpi3d: {path} has no 'images' array (found "
+                                       f"{zf.namelist()})")
+            images = memmap_npz_member(path, "images")
+            if images is None:
+                with np.load(path) as data:
+                    images = data["images"]
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            if isinstance(err, DataSetError):
+                raise
+            raise DataSetError(f"mpi3d: cannot read {path}: {err} (truncated or not an npz "
+                               "file?)") from err
+        expected = (int(np.prod(self.factor_sizes)), 64, 64, 3)
+        if images.dtype != np.uint8 or images.shape != expected:
+            raise DataSetError(f"mpi3d: {path}: expected images uint8 {expected}, got "
+                               f"{images.dtype} {images.shape}")
+        self._images = images
+
+    def images_uint8(self, indices):
+        return np.asarray(self._images[indices])
+
+
+# -- CelebA ------------------------------------------------------------------------------------
+
+class CelebA(GroundTruthDataset):
+    """CelebA aligned images (``img_align_celeba/*.jpg``, 178x218): the centre 178x178 crop,
+    resized to 64x64, cached once. No ground-truth factors: for training and traversals."""
+
+    name = "celeba"
+    channels = 3
+
+    def __init__(self, folder, cache: bool = True, cache_dir=None):
+        from PIL import Image
+
+        folder = Path(folder)
+        files = sorted(folder.glob("*.jpg"))
+        if not files:
+            raise DataSetError(f"celeba: no .jpg images in {folder}")
+        cached = cache_root(cache_dir) / f"celeba-v1-{len(files)}.npy" if cache else None
+        if cached is not None and cached.exists():
+            images = np.load(cached, mmap_mode="r")
+        else:
+            images = np.empty((len(files), 64, 64, 3), np.uint8)
+            for i, file in enumerate(files):
+                try:
+                    with Image.open(file) as im:
+                        im = im.convert("RGB")
+                        w, h = im.size
+                        side = min(w, h)
+                        left, top = (w - side) // 2, (h - side) // 2
+                        im = im.crop((left, top, left + side, top + side))
+                        images[i] = np.asarray(im.resize((64, 64), Image.LANCZOS))
+                except OSError as err:
+                    raise DataSetError(f"celeba: cannot read {file}: {err}") from err
+            if cached is not None:
+                _save_atomic(cached, images)
+        if images.shape[0] != len(files):
+            raise DataSetError(f"celeba: the cache {cached} does not match {folder}; delete it")
+        self._images = images
+
+    def __len__(self):
+        return len(self._images)
+
+    def index_to_factors(self, indices):
+        return np.zeros((len(np.atleast_1d(indices)), 0), np.int64)
+
+    def images_uint8(self, indices):
+        return np.asarray(self._images[indices])
