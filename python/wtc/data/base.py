@@ -92,7 +92,7 @@ class GroundTruthDataset(torch.utils.data.Dataset):
         t = torch.from_numpy(np.ascontiguousarray(images))
         if t.dim() == 3:
             t = t.unsqueeze(-1)
-        return t.permute(0, 3, 1, 2).float().mul_(1.0 / self.white)
+        return t.permute(0, 3, 1, 2).float().div_(self.white)
 
     def batch(self, indices) -> torch.Tensor:
         """The fast path: uint8 gather for an index array, converted on the fly."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,8 @@ class Cars3D(GroundTruthDataset):
         if not names:
             raise DataSetError(f"cars3d: {listing} lists no cars")
         self.factor_sizes = (4, 24, len(names))
-        cached = cache_root(cache_dir) / f"cars3d-v1-{len(names)}-{abs(hash(tuple(names)))}.npy" \
-            if cache else None
+        tag = zlib.crc32("\n".join([str(folder.resolve())] + names).encode())
+        cached = cache_root(cache_dir) / f"cars3d-v1-{len(names)}-{tag:08x}.npy" if cache else None
         if cached is not None and cached.exists():
             images = np.load(cached)
         else:
@@ -165,15 +166,9 @@ class SmallNORB(GroundTruthDataset):
         self._order = np.argsort(codes, kind="stable")
         counts = np.bincount(codes, minlength=int(np.prod(self.factor_sizes)))
         self._starts = np.concatenate([[0], np.cumsum(counts)])
-        if (counts == 0).any():
-            missing = self.index_to_factors_grid(np.flatnonzero(counts == 0)[:1])[0]
-            raise DataSetError(f"smallnorb: no image has the factors {missing.tolist()}")
 
     def __len__(self):
         return len(self._images)
-
-    def index_to_factors_grid(self, codes):
-        return np.stack(np.unravel_index(np.asarray(codes), self.factor_sizes), 1)
 
     def index_to_factors(self, indices):
         indices = np.asarray(indices, dtype=np.int64)
@@ -187,6 +182,9 @@ class SmallNORB(GroundTruthDataset):
         codes = np.ravel_multi_index(tuple(factors.T), self.factor_sizes)
         rng = np.random.default_rng(rng)
         lo, hi = self._starts[codes], self._starts[codes + 1]
+        if (hi == lo).any():
+            missing = factors[np.flatnonzero(hi == lo)[0]]
+            raise ValueError(f"smallnorb: no image has the factors {missing.tolist()}")
         return self._order[lo + (rng.random(len(codes)) * (hi - lo)).astype(np.int64)]
 
     def sample_observations_from_factors(self, factors, rng=None):
@@ -277,7 +275,8 @@ class CelebA(GroundTruthDataset):
         files = sorted(folder.glob("*.jpg"))
         if not files:
             raise DataSetError(f"celeba: no .jpg images in {folder}")
-        cached = cache_root(cache_dir) / f"celeba-v1-{len(files)}.npy" if cache else None
+        tag = zlib.crc32(str(folder.resolve()).encode())
+        cached = cache_root(cache_dir) / f"celeba-v1-{len(files)}-{tag:08x}.npy" if cache else None
         if cached is not None and cached.exists():
             images = np.load(cached, mmap_mode="r")
         else:
