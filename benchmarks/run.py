@@ -50,10 +50,12 @@ def ratios(results):
         groups.setdefault(key, {})[extra["impl"]] = bench["stats"]["median"]
     rows = []
     for (op, device, size), times in sorted(groups.items()):
-        ours = times.get("wtc_ext")
-        for impl, t in sorted(times.items()):
-            if impl == "wtc_ext":
-                continue
+        ours = times.get("wtc_ext", times.get("wtc"))
+        baselines = {k: v for k, v in times.items() if k not in ("wtc_ext", "wtc")}
+        if not baselines:  # nothing to compare with in this group: the time alone
+            rows.append({"op": op, "device": device, "size": size, "baseline": None,
+                         "wtc_ext_median_s": ours, "baseline_median_s": None, "speedup": None})
+        for impl, t in sorted(baselines.items()):
             rows.append({"op": op, "device": device, "size": size, "baseline": impl,
                          "wtc_ext_median_s": ours, "baseline_median_s": t,
                          "speedup": (t / ours) if ours else None})
@@ -65,9 +67,11 @@ def print_table(rows, file=sys.stdout):
           f"{'baseline':>11} {'speedup':>8}", file=file)
     for r in rows:
         ours = f"{r['wtc_ext_median_s'] * 1e6:9.1f}us" if r["wtc_ext_median_s"] else "-"
-        print(f"{r['op']:<22} {r['device']:<6} {r['size']:<26} {r['baseline']:<26} {ours:>11} "
-              f"{r['baseline_median_s'] * 1e6:9.1f}us "
-              f"{(r['speedup'] or float('nan')):7.1f}x", file=file)
+        base = (f"{r['baseline_median_s'] * 1e6:9.1f}us" if r["baseline_median_s"] is not None
+                else "-")
+        speed = f"{r['speedup']:7.1f}x" if r["speedup"] is not None else "-"
+        print(f"{r['op']:<22} {r['device']:<6} {r['size']:<26} {r['baseline'] or '-':<26} "
+              f"{ours:>11} {base:>11} {speed:>8}", file=file)
 
 
 def main(argv=None):
