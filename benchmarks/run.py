@@ -63,7 +63,7 @@ def ratios(results):
 
 
 def print_table(rows, file=sys.stdout):
-    print(f"{'op':<22} {'device':<6} {'size':<26} {'baseline':<26} {'wtc_ext':>11} "
+    print(f"{'op':<22} {'device':<6} {'size':<26} {'baseline':<26} {'wtc':>11} "
           f"{'baseline':>11} {'speedup':>8}", file=file)
     for r in rows:
         ours = f"{r['wtc_ext_median_s'] * 1e6:9.1f}us" if r["wtc_ext_median_s"] else "-"
