@@ -60,6 +60,49 @@ def show_examples(dataset, path, count: int = 16, seed: int = 0) -> None:
     plt.close(fig)
 
 
+def _cmd_train(args) -> int:
+    from wtc.data import DataSetError
+    from wtc.train import TrainConfig, TrainingError, train
+
+    config = TrainConfig(model=args.model, data=args.data, data_root=args.data_root,
+                         beta=args.beta, gamma=args.gamma, steps=args.steps,
+                         batch_size=args.batch_size, seed=args.seed, device=args.device,
+                         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                         progress=not args.quiet)
+    if args.step is not None:
+        config.data_options["step"] = args.step
+    try:
+        result = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, TrainingError, DataSetError) as err:
+        print(f"wtc train: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: reconstruction error {result['reconstruction_error']:.2f} after "
+          f"{result['steps']} steps")
+    return 0
+
+
+def _cmd_traverse(args) -> int:
+    from wtc.report import save_traversals
+    from wtc.train import TrainingError, load_run
+
+    try:
+        model, config, dataset = load_run(args.run_dir, device=args.device)
+    except TrainingError as err:
+        print(f"wtc traverse: {err}", file=sys.stderr)
+        return 2
+    save_traversals(model, dataset, args.out, steps=args.steps, seed=args.seed,
+                    title=f"{config.model} on {config.data}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from wtc.demo import run_demo
+
+    run_demo(args.out, steps=args.steps, device=args.device, progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wtc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +121,45 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--variant", choices=["toy", "realistic", "real"], default=None,
                       help="MPI3D variant")
     data.set_defaults(run=_cmd_data)
+
+    from wtc.models import MODELS
+
+    tr = sub.add_parser("train", help="train one of the six models")
+    tr.add_argument("--model", required=True, help=", ".join(MODELS))
+    tr.add_argument("--data", required=True, help="a data set name (see `wtc data`)")
+    tr.add_argument("--data-root", default=None)
+    tr.add_argument("--step", type=int, default=None,
+                    help="procedural data sets: keep every step-th class of each factor")
+    tr.add_argument("--beta", type=float, default=None)
+    tr.add_argument("--gamma", type=float, default=None)
+    tr.add_argument("--steps", type=int, default=300_000)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default=None, help="default: cuda if present, else cpu")
+    tr.add_argument("--checkpoint-every", type=int, default=10_000)
+    tr.add_argument("--log-every", type=int, default=100)
+    tr.add_argument("--out", required=True, help="the run's folder")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(run=_cmd_train)
+
+    tv = sub.add_parser("traverse", help="latent traversals of a trained run")
+    tv.add_argument("run_dir")
+    tv.add_argument("--out", required=True, metavar="OUT.png")
+    tv.add_argument("--steps", type=int, default=9)
+    tv.add_argument("--seed", type=int, default=2)
+    tv.add_argument("--device", default=None)
+    tv.set_defaults(run=_cmd_traverse)
+
+    demo = sub.add_parser("demo", help="train WTC-VAE and beta-VAE on procedural dSprites and "
+                                       "write a small report")
+    demo.add_argument("--out", default="wtc-demo")
+    demo.add_argument("--steps", type=int, default=None,
+                      help="training steps per model (default: 1200 on CPU, 30000 on a GPU)")
+    demo.add_argument("--device", default=None)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(run=_cmd_demo)
     return parser
 
 

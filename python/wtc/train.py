@@ -1,0 +1,299 @@
+"""One training loop for all six models.
+
+Each step: encode a batch, take the adversary steps (critics, discriminator) on the detached
+codes, then the main step on the encoder and decoder with the adversaries frozen - so no
+adversary loss reaches the encoder and no in-place error can occur. Seeded and deterministic on
+CPU. Checkpoints (models, optimisers, every RNG state and the data order) are written atomically
+every ``checkpoint_every`` steps and at the end, so a killed run resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wtc import models
+from wtc.data import load as load_data
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+LOG = "log.jsonl"
+RESULT = "result.json"
+FORMAT = "wtc-checkpoint-v1"
+# Settings a resumed run may change; everything else must match the run being resumed.
+RESUMABLE_CHANGES = {"steps", "device", "progress", "log_every", "checkpoint_every",
+                     "eval_samples"}
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on: non-finite loss, bad checkpoint, occupied folder."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "wtc-vae"
+    data: str = "dsprites-procedural"
+    data_root: str | None = None
+    data_options: dict = field(default_factory=dict)
+    beta: float | None = None
+    gamma: float | None = None
+    latent_dim: int = 10
+    estimator: str = "mss"  # beta-tcvae only
+    steps: int = 300_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    adam_betas: tuple = (0.9, 0.999)
+    adversary_steps: int = 1
+    seed: int = 0
+    device: str | None = None
+    checkpoint_every: int = 10_000
+    log_every: int = 100
+    eval_samples: int = 2048  # images for the final reconstruction error
+    progress: bool = True
+
+    def strengths(self) -> dict:
+        out = {}
+        for key in ("beta", "gamma"):
+            value = getattr(self, key)
+            if value is not None:
+                if key not in models.MODELS.get(self.model, {}):
+                    raise ValueError(f"{self.model} has no {key} (it takes "
+                                     f"{', '.join(models.MODELS[self.model]) or 'none'})")
+                out[key] = value
+        return out
+
+    def validate(self) -> None:
+        if self.model not in models.MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid names: "
+                             f"{', '.join(models.MODELS)}")
+        from wtc.data import NAMES
+
+        if self.data not in NAMES:
+            raise ValueError(f"unknown data set {self.data!r}; valid names: {', '.join(NAMES)}")
+        self.strengths()
+        for name in ("steps", "batch_size", "adversary_steps", "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["adam_betas"] = list(self.adam_betas)
+        return out
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_model(config: TrainConfig, dataset) -> models.DisentanglingModel:
+    extra = {}
+    if config.model == "beta-tcvae":
+        extra = {"dataset_size": len(dataset), "estimator": config.estimator}
+    return models.build(config.model, in_channels=dataset.channels,
+                        latent_dim=config.latent_dim, **config.strengths(), **extra)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a killed write leaves the previous checkpoint intact
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for damaged files
+        raise TrainingError(f"checkpoint {path} is corrupt or unreadable ({err}); nothing was "
+                            "overwritten") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise TrainingError(f"{path} is not a wtc checkpoint; nothing was overwritten")
+    return state
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, out: Path, resume: bool = False,
+                 overwrite: bool = False):
+        config.validate()
+        self.out = Path(out)
+        self.config = config
+        self.device = pick_device(config.device)
+        existing = (self.out / CONFIG).exists() or (self.out / CHECKPOINT).exists()
+        if existing and not (resume or overwrite):
+            raise TrainingError(f"{self.out} already holds a run; pass --resume to continue it "
+                                "or --overwrite to replace it")
+        self.resume_state = None
+        if resume and (self.out / CHECKPOINT).exists():
+            self.resume_state = load_checkpoint(self.out / CHECKPOINT)
+            self._check_compatible(self.resume_state["config"])
+        elif resume and existing:
+            raise TrainingError(f"{self.out} has a config but no checkpoint to resume from")
+        if overwrite and not resume:
+            for name in (CHECKPOINT, LOG, RESULT):
+                (self.out / name).unlink(missing_ok=True)
+        self.dataset = load_data(config.data, root=config.data_root, **config.data_options)
+        torch.manual_seed(config.seed)  # the initial weights too are the seed's
+        self.model = build_model(config, self.dataset).to(self.device)
+        betas = tuple(config.adam_betas)
+        self.optimizers = {"main": torch.optim.Adam(self.model.main_parameters(), lr=config.lr,
+                                                    betas=betas)}
+        for name, module in self.model.adversaries.items():
+            self.optimizers[name] = torch.optim.Adam(module.parameters(), lr=config.lr,
+                                                     betas=betas)
+
+    def _check_compatible(self, saved: dict) -> None:
+        current = self.config.to_json()
+        diffs = [f"{k}: {saved.get(k)!r} in the run, {v!r} now" for k, v in current.items()
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+        if diffs:
+            raise TrainingError("cannot resume: the checkpoint belongs to a different run ("
+                                + "; ".join(diffs) + "); nothing was overwritten")
+
+    # -- state ---------------------------------------------------------------------------------
+    def _state(self, step: int, data_rng: np.random.Generator) -> dict:
+        state = {
+            "format": FORMAT,
+            "step": step,
+            "config": self.config.to_json(),
+            "model": self.model.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "torch_rng": torch.get_rng_state(),
+            "data_rng": data_rng.bit_generator.state,
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _restore(self, state: dict) -> tuple[int, np.random.Generator]:
+        self.model.load_state_dict(state["model"])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        data_rng = np.random.default_rng()
+        data_rng.bit_generator.state = state["data_rng"]
+        return int(state["step"]), data_rng
+
+    # -- the loop ------------------------------------------------------------------------------
+    def step(self, x: torch.Tensor) -> dict:
+        model = self.model
+        mean, logvar, z = model.encode(x)
+        logged = {}
+        for _ in range(self.config.adversary_steps):
+            for name, (loss, terms) in model.adversary_losses(z.detach(), x).items():
+                self._check_finite(loss, name, terms)
+                opt = self.optimizers[name]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                logged.update(terms)
+                logged[f"{name}_loss"] = loss.detach()
+        for p in model.adversaries.parameters():
+            p.requires_grad_(False)
+        try:
+            terms = model.main_terms(x, mean, logvar, z)
+            self._check_finite(terms["loss"], "main", terms)
+            opt = self.optimizers["main"]
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+        finally:
+            for p in model.adversaries.parameters():
+                p.requires_grad_(True)
+        logged.update({k: v.detach() for k, v in terms.items()})
+        return logged
+
+    def _check_finite(self, loss, name, terms):
+        if not bool(torch.isfinite(loss)):
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            raise TrainingError(f"the {name} loss is {float(loss)} at step {self._step} "
+                                f"(terms: {values}); the run stopped and its last good "
+                                f"checkpoint {self.out / CHECKPOINT} is kept")
+
+    def run(self) -> dict:
+        config = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / CONFIG).write_text(json.dumps(config.to_json(), indent=1))
+        if self.resume_state is not None:
+            start, data_rng = self._restore(self.resume_state)
+        else:
+            data_rng = np.random.default_rng(config.seed)
+            start = 0
+        self._step = start
+        log = open(self.out / LOG, "a")
+        bar = None
+        if config.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.steps, initial=start, desc=config.model, dynamic_ncols=True)
+        self.model.train()
+        t0, last_step = time.perf_counter(), start
+        try:
+            for step in range(start, config.steps):
+                self._step = step
+                indices = data_rng.integers(0, len(self.dataset), config.batch_size)
+                x = self.dataset.batch(indices).to(self.device, non_blocking=True)
+                terms = self.step(x)
+                done = step + 1
+                if done % config.log_every == 0 or done == config.steps:
+                    rate = (done - last_step) / max(time.perf_counter() - t0, 1e-9)
+                    t0, last_step = time.perf_counter(), done
+                    record = {"step": done, **{k: float(v) for k, v in terms.items()},
+                              "steps_per_s": rate}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    if bar is not None:
+                        bar.set_postfix({k: f"{record[k]:.3g}" for k in
+                                         ("loss", "reconstruction", "kl", "tc", "wtc", "w1")
+                                         if k in record} | {"it/s": f"{rate:.1f}"})
+                if done % config.checkpoint_every == 0 or done == config.steps:
+                    _atomic_save(self._state(done, data_rng), self.out / CHECKPOINT)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            log.close()
+            if bar is not None:
+                bar.close()
+        result = self.finish()
+        return result
+
+    def finish(self) -> dict:
+        """Reconstruction error on a fixed sample and a reconstructions image."""
+        from wtc.report import reconstruction_error, save_reconstructions
+
+        rec = reconstruction_error(self.model, self.dataset,
+                                   num_samples=self.config.eval_samples, seed=0)
+        save_reconstructions(self.model, self.dataset, self.out / "reconstructions.png")
+        result = {"steps": self.config.steps, "reconstruction_error": rec}
+        (self.out / RESULT).write_text(json.dumps(result, indent=1))
+        return result
+
+
+def train(config: TrainConfig, out, resume: bool = False, overwrite: bool = False) -> dict:
+    return Trainer(config, Path(out), resume=resume, overwrite=overwrite).run()
+
+
+def load_run(run_dir, device: str | None = None):
+    """(model in eval mode, config, dataset) of a run folder's last checkpoint."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).exists():
+        raise TrainingError(f"{run_dir} has no {CHECKPOINT}: not a finished or running wtc run")
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    cfg = dict(state["config"])
+    cfg["adam_betas"] = tuple(cfg["adam_betas"])
+    config = TrainConfig(**cfg)
+    dataset = load_data(config.data, root=config.data_root, **config.data_options)
+    model = build_model(config, dataset)
+    model.load_state_dict(state["model"])
+    model.to(pick_device(device)).eval()
+    return model, config, dataset
