@@ -216,7 +216,7 @@ class Trainer:
     def _check_finite(self, loss, name, terms):
         if not bool(torch.isfinite(loss)):
             values = {k: float(v.detach()) for k, v in terms.items()}
-            raise TrainingError(f"the {name} loss is {float(loss)} at step {self._step} "
+            raise TrainingError(f"the {name} loss is {float(loss.detach())} at step {self._step} "
                                 f"(terms: {values}); the run stopped and its last good "
                                 f"checkpoint {self.out / CHECKPOINT} is kept")
 
