@@ -1,5 +1,13 @@
-"""Disentanglement metrics: pure functions of codes and factors returning named results."""
+"""Disentanglement metrics: pure functions of codes and factors (or of a ground-truth data set
+and a representation function) returning named results. One metric a module."""
 
+from wtc.metrics.dci import DCIResult, dci
+from wtc.metrics.factor_vae import BetaVAEResult, FactorVAEResult, beta_vae_score, factor_vae_score
+from wtc.metrics.mig import MIGResult, mig
+from wtc.metrics.modularity import ModularityResult, modularity_explicitness
+from wtc.metrics.sap import SAPResult, sap
 from wtc.metrics.wdg import WDGResult, wdg
 
-__all__ = ["WDGResult", "wdg"]
+__all__ = ["BetaVAEResult", "DCIResult", "FactorVAEResult", "MIGResult", "ModularityResult",
+           "SAPResult", "WDGResult", "beta_vae_score", "dci", "factor_vae_score", "mig",
+           "modularity_explicitness", "sap", "wdg"]

@@ -1,0 +1,109 @@
+"""FactorVAE score (Kim & Mnih 2018) and BetaVAE score (Higgins et al. 2017): the metrics that
+sample from a ground-truth data set and a representation function."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class FactorVAEResult(NamedTuple):
+    train_accuracy: float
+    eval_accuracy: float  #: the score
+    num_active_dims: int
+
+
+class BetaVAEResult(NamedTuple):
+    train_accuracy: float
+    eval_accuracy: float  #: the score
+
+
+def _represent_batches(dataset, represent, factors: np.ndarray, rng, batch_size=512):
+    """Codes (n, d) of observations of the given factor rows, embedded in batches."""
+    out = []
+    for start in range(0, len(factors), batch_size):
+        x = dataset.sample_observations_from_factors(factors[start:start + batch_size], rng)
+        codes = represent(x)
+        codes = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else codes
+        out.append(np.asarray(codes, dtype=np.float64))
+    codes = np.concatenate(out)
+    if not np.isfinite(codes).all():
+        raise ValueError("represent returned NaN or infinite codes")
+    return codes
+
+
+def _vote_factors(dataset, num_votes, batch_size, rng, balanced):
+    """Factor rows (num_votes * batch_size, K) with one factor fixed per vote, and that factor."""
+    K = dataset.num_factors
+    if balanced:  # votes spread evenly over the factors (the WTC authors' protocol)
+        ks = np.resize(np.arange(K), num_votes)
+        rng.shuffle(ks)
+    else:  # a random factor per vote (disentanglement_lib)
+        ks = rng.integers(0, K, num_votes)
+    factors = dataset.sample_factors(num_votes * batch_size, rng).reshape(num_votes, batch_size, K)
+    votes = np.arange(num_votes)
+    factors[votes, :, ks] = factors[votes, 0, ks][:, None]
+    return factors.reshape(-1, K), ks
+
+
+def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int = 10_000,
+                     num_eval: int = 5_000, num_variance_estimate: int = 10_000,
+                     prune_threshold: float = 0.05, balanced_votes: bool = False,
+                     seed: int = 0) -> FactorVAEResult:
+    """Each vote fixes one factor over a batch, and votes (factor, the active code dim with the
+    least variance relative to its global variance (ddof 1)); the classifier maps each dim to its
+    majority factor. Accuracy on the training votes and on fresh evaluation votes (the score).
+    Active dims have global std >= prune_threshold; none active gives 0. Reports the real number
+    of active dims (the reference reports the mask length)."""
+    rng = np.random.default_rng(seed)
+    K = dataset.num_factors
+    codes = _represent_batches(dataset, represent, dataset.sample_factors(num_variance_estimate, rng), rng)
+    variance = codes.var(axis=0, ddof=1)
+    active = np.sqrt(variance) >= prune_threshold
+    if not active.any():
+        return FactorVAEResult(0.0, 0.0, 0)
+    d = codes.shape[1]
+
+    def votes(n):
+        factors, ks = _vote_factors(dataset, n, batch_size, rng, balanced_votes)
+        z = _represent_batches(dataset, represent, factors, rng).reshape(n, batch_size, d)
+        ratio = z.var(axis=1, ddof=1)[:, active] / variance[active]
+        dims = np.flatnonzero(active)[ratio.argmin(axis=1)]
+        return dims, ks
+
+    train_dims, train_ks = votes(num_train)
+    counts = np.zeros((d, K), dtype=np.int64)
+    np.add.at(counts, (train_dims, train_ks), 1)
+    classifier = counts.argmax(axis=1)
+    train_accuracy = counts.max(axis=1).sum() / num_train
+    eval_dims, eval_ks = votes(num_eval)
+    eval_accuracy = float(np.mean(classifier[eval_dims] == eval_ks))
+    return FactorVAEResult(float(train_accuracy), eval_accuracy, int(active.sum()))
+
+
+def beta_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int = 10_000,
+                   num_eval: int = 5_000, seed: int = 0) -> BetaVAEResult:
+    """Each point fixes a factor k across two batches; its feature is mean |code1 - code2| over
+    the batch, its label k; a default LogisticRegression's accuracy on train and eval points."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    K = dataset.num_factors
+
+    def points(n):
+        ks = rng.integers(0, K, n)
+        f1 = dataset.sample_factors(n * batch_size, rng).reshape(n, batch_size, K)
+        f2 = dataset.sample_factors(n * batch_size, rng).reshape(n, batch_size, K)
+        rows = np.arange(n)
+        f2[rows, :, ks] = f1[rows, :, ks]
+        z1 = _represent_batches(dataset, represent, f1.reshape(-1, K), rng)
+        z2 = _represent_batches(dataset, represent, f2.reshape(-1, K), rng)
+        features = np.abs(z1 - z2).reshape(n, batch_size, -1).mean(axis=1)
+        return features, ks
+
+    xtr, ytr = points(num_train)
+    xte, yte = points(num_eval)
+    clf = LogisticRegression(random_state=seed, max_iter=1000).fit(xtr, ytr)
+    return BetaVAEResult(float(clf.score(xtr, ytr)), float(clf.score(xte, yte)))
