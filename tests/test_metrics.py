@@ -174,3 +174,30 @@ def test_bad_inputs():
         mig(y[:-1].astype(float), y)
     with pytest.raises(ValueError, match="integer"):
         mig(y.astype(float), y.astype(float))
+
+
+def test_evaluate_and_wtc_eval(tmp_path, monkeypatch, capsys):
+    import json
+
+    from wtc.cli import main as wtc_main
+    from wtc.metrics import evaluate
+    from wtc.train import TrainConfig, load_run, train
+
+    monkeypatch.setenv("WTC_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    train(TrainConfig(model="beta-vae", data="dsprites-procedural",
+                      data_options={"step": (1, 1, 2, 8, 4, 4)}, steps=5, batch_size=8,
+                      progress=False, device="cpu", eval_samples=32), run)
+    model, _, dataset = load_run(run, device="cpu")
+    result = evaluate(model, dataset, metrics=["mig", "wdg", "factor_vae", "reconstruction"],
+                      protocol="paper", repeats=2, scale=0.02)
+    assert result["seeds"] == [0, 73] and set(result["metrics"]) == {
+        "mig", "wdg", "factor_vae", "reconstruction"}
+    assert all(len(v["values"]) == 2 for v in result["metrics"].values())
+    with pytest.raises(ValueError, match="unknown metrics"):
+        evaluate(model, dataset, metrics=["fid"])
+    assert wtc_main(["eval", str(run), "--metrics", "mig", "sap", "--protocol", "dlib",
+                     "--scale", "0.02", "--device", "cpu"]) == 0
+    saved = json.loads((run / "eval.json").read_text())
+    assert saved["protocol"] == "dlib" and "scikit-learn" in saved["versions"]
+    assert "mig" in capsys.readouterr().out

@@ -96,6 +96,40 @@ def _cmd_traverse(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    import json
+    import platform
+    from pathlib import Path
+
+    import numpy as np
+    import scipy
+    import sklearn
+    import torch
+
+    from wtc.metrics import evaluate
+    from wtc.train import TrainingError, load_run
+
+    try:
+        model, config, dataset = load_run(args.run_dir, device=args.device)
+        result = evaluate(model, dataset, metrics=args.metrics, protocol=args.protocol,
+                          repeats=args.repeats, seed=args.seed, scale=args.scale)
+    except (TrainingError, ValueError) as err:
+        print(f"wtc eval: {err}", file=sys.stderr)
+        return 2
+    result["versions"] = {"torch": torch.__version__, "numpy": np.__version__,
+                          "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+                          "python": platform.python_version()}
+    result["run"] = {"model": config.model, "data": config.data}
+    path = Path(args.run_dir) / "eval.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"{'metric':<14} {'mean':>9} {'std':>9}  ({result['protocol']}, "
+          f"{result['repeats']} repeat(s))")
+    for name, v in result["metrics"].items():
+        print(f"{name:<14} {v['mean']:9.4f} {v['std']:9.4f}")
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from wtc.demo import run_demo
 
@@ -151,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--seed", type=int, default=2)
     tv.add_argument("--device", default=None)
     tv.set_defaults(run=_cmd_traverse)
+
+    from wtc.metrics import METRICS
+
+    ev = sub.add_parser("eval", help="evaluate a run's last checkpoint; writes RUN_DIR/eval.json")
+    ev.add_argument("run_dir")
+    ev.add_argument("--metrics", nargs="+", default=["factor_vae", "mig", "modularity", "wdg",
+                                                     "reconstruction"], choices=METRICS)
+    ev.add_argument("--protocol", choices=["paper", "dlib"], default="paper")
+    ev.add_argument("--repeats", type=int, default=None, help="default: the protocol's")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every sample size (quick looks; 1 is the protocol)")
+    ev.add_argument("--device", default=None)
+    ev.set_defaults(run=_cmd_eval)
 
     demo = sub.add_parser("demo", help="train WTC-VAE and beta-VAE on procedural dSprites and "
                                        "write a small report")

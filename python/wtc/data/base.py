@@ -79,7 +79,7 @@ class GroundTruthDataset(torch.utils.data.Dataset):
         if not self.factor_sizes:
             raise ValueError(f"{self.name} has no ground-truth factors")
         rng = np.random.default_rng(rng)
-        return np.stack([rng.integers(0, size, n) for size in self.factor_sizes], 1)
+        return rng.integers(0, np.asarray(self.factor_sizes), size=(n, self.num_factors))
 
     def sample_observations_from_factors(self, factors, rng: np.random.Generator | None = None
                                          ) -> torch.Tensor:

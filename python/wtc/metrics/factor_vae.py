@@ -20,7 +20,7 @@ class BetaVAEResult(NamedTuple):
     eval_accuracy: float  #: the score
 
 
-def _represent_batches(dataset, represent, factors: np.ndarray, rng, batch_size=512):
+def _represent_batches(dataset, represent, factors: np.ndarray, rng, batch_size=4096):
     """Codes (n, d) of observations of the given factor rows, embedded in batches."""
     out = []
     for start in range(0, len(factors), batch_size):
@@ -69,7 +69,8 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
     def votes(n):
         factors, ks = _vote_factors(dataset, n, batch_size, rng, balanced_votes)
         z = _represent_batches(dataset, represent, factors, rng).reshape(n, batch_size, d)
-        ratio = z.var(axis=1, ddof=1)[:, active] / variance[active]
+        batch_var = torch.from_numpy(z).var(dim=1, correction=1).numpy()  # faster than numpy's
+        ratio = batch_var[:, active] / variance[active]
         dims = np.flatnonzero(active)[ratio.argmin(axis=1)]
         return dims, ks
 

@@ -1,0 +1,101 @@
+"""Run any subset of the metrics on a model and a data set under a named protocol.
+
+``paper`` (the WTC authors' code): posterior means; ``repeats`` evaluations (default 50) with
+seeds seed + 73 i; 12,800 samples for MIG, Modularity and WDG; FactorVAE score with 10,000 / 5,000
+votes of batch 64, variances from 12,800 samples, threshold 0.05, votes balanced over factors.
+``dlib`` (disentanglement_lib's unsupervised study): one evaluation with seed 0; 10,000 samples
+(train) and 5,000 (test); FactorVAE score with a random factor per vote and variances from
+10,000 samples. Both use 20 histogram bins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from wtc.metrics.dci import dci
+from wtc.metrics.factor_vae import beta_vae_score, factor_vae_score
+from wtc.metrics.mig import mig
+from wtc.metrics.modularity import modularity, modularity_explicitness
+from wtc.metrics.sap import sap
+from wtc.metrics.wdg import wdg
+
+PROTOCOLS = {
+    "paper": dict(repeats=50, seed_stride=73, num_train=12_800, num_test=5_000,
+                  votes_train=10_000, votes_eval=5_000, variance_samples=12_800,
+                  balanced_votes=True),
+    "dlib": dict(repeats=1, seed_stride=1, num_train=10_000, num_test=5_000,
+                 votes_train=10_000, votes_eval=5_000, variance_samples=10_000,
+                 balanced_votes=False),
+}
+METRICS = ("reconstruction", "factor_vae", "beta_vae", "mig", "modularity", "explicitness",
+           "dci", "sap", "wdg")
+
+
+def _representation(model, batch_size=512):
+    device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def represent(x):
+        model.eval()
+        return torch.cat([model.represent(x[i:i + batch_size].to(device)).cpu()
+                          for i in range(0, len(x), batch_size)])
+
+    return represent
+
+
+def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", "reconstruction"),
+             protocol: str = "paper", repeats: int | None = None, seed: int = 0,
+             scale: float = 1.0) -> dict:
+    """{metric: {"mean", "std", "values"}} plus the settings used. ``scale`` multiplies every
+    sample size (for quick looks; 1.0 is the protocol)."""
+    from wtc.report import reconstruction_error
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
+    p = dict(PROTOCOLS[protocol])
+    repeats = p["repeats"] if repeats is None else int(repeats)
+    n = {k: max(2, int(p[k] * scale)) for k in ("num_train", "num_test", "votes_train",
+                                                 "votes_eval", "variance_samples")}
+    represent = _representation(model)
+    values = {m: [] for m in metrics}
+    seeds = [seed + p["seed_stride"] * i for i in range(repeats)]
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        needs_codes = {"mig", "modularity", "explicitness", "dci", "sap", "wdg"} & set(metrics)
+        if needs_codes:
+            ytr = dataset.sample_factors(n["num_train"], rng)
+            yte = dataset.sample_factors(n["num_test"], rng)
+            ztr = represent(dataset.sample_observations_from_factors(ytr, rng)).numpy()
+            zte = represent(dataset.sample_observations_from_factors(yte, rng)).numpy()
+        for m in metrics:
+            if m == "reconstruction":
+                v = reconstruction_error(model, dataset, num_samples=n["num_test"], seed=s)
+            elif m == "factor_vae":
+                v = factor_vae_score(dataset, represent, num_train=n["votes_train"],
+                                     num_eval=n["votes_eval"],
+                                     num_variance_estimate=n["variance_samples"],
+                                     balanced_votes=p["balanced_votes"], seed=s).eval_accuracy
+            elif m == "beta_vae":
+                v = beta_vae_score(dataset, represent, num_train=n["votes_train"],
+                                   num_eval=n["votes_eval"], seed=s).eval_accuracy
+            elif m == "mig":
+                v = mig(ztr, ytr).score
+            elif m == "modularity":
+                v = modularity(ztr, ytr)
+            elif m == "explicitness":
+                v = modularity_explicitness(ztr, ytr, zte, yte, seed=s).explicitness_test
+            elif m == "dci":
+                v = dci(ztr, ytr, zte, yte, seed=s).disentanglement
+            elif m == "sap":
+                v = sap(ztr, ytr, zte, yte).score
+            else:
+                v = wdg(ztr, ytr, variant="paper", seed=s).score
+            values[m].append(float(v))
+    out = {m: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "values": v}
+           for m, v in values.items()}
+    return {"metrics": out, "protocol": protocol, "repeats": repeats, "seeds": seeds,
+            "sample_sizes": n, "balanced_votes": p["balanced_votes"]}
