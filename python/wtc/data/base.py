@@ -79,7 +79,10 @@ class GroundTruthDataset(torch.utils.data.Dataset):
         if not self.factor_sizes:
             raise ValueError(f"{self.name} has no ground-truth factors")
         rng = np.random.default_rng(rng)
-        return rng.integers(0, np.asarray(self.factor_sizes), size=(n, self.num_factors))
+        # Scaled uniforms: several times faster than integers() with per-column bounds, and
+        # uniform up to 2^-53.
+        sizes = np.asarray(self.factor_sizes, dtype=np.float64)
+        return (rng.random((n, self.num_factors)) * sizes).astype(np.int64)
 
     def sample_observations_from_factors(self, factors, rng: np.random.Generator | None = None
                                          ) -> torch.Tensor:
