@@ -201,3 +201,48 @@ def test_evaluate_and_wtc_eval(tmp_path, monkeypatch, capsys):
     saved = json.loads((run / "eval.json").read_text())
     assert saved["protocol"] == "dlib" and "scikit-learn" in saved["versions"]
     assert "mig" in capsys.readouterr().out
+
+
+def test_modularity_matches_a_rederivation():
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 5, size=(600, 3))
+    z = np.stack([y[:, 0] + rng.normal(0, 0.5, 600), y[:, 1] + y[:, 2] * 0.5,
+                  rng.normal(size=600), np.zeros(600)], 1)
+    bins = discretize(z)
+    expected = []
+    for i in range(z.shape[1]):
+        m2 = np.array([sklearn.metrics.mutual_info_score(y[:, k], bins[:, i]) for k in range(3)]) ** 2
+        theta = m2.max()
+        expected.append(0.0 if theta == 0 else 1 - (m2.sum() - theta) / (theta * 2))
+    result = modularity_explicitness(z, y, z, y)
+    assert result.modularity == pytest.approx(np.mean(expected), abs=1e-12)
+
+
+def test_dci_scores_match_a_rederivation():
+    rng = np.random.default_rng(9)
+    R = rng.random((5, 3)) ** 3
+    p_codes = R / R.sum(1, keepdims=True)
+    h_codes = -(p_codes * np.log(p_codes + 1e-300)).sum(1) / np.log(3)
+    d_expected = np.sum((1 - h_codes) * R.sum(1) / R.sum())
+    p_factors = R / R.sum(0, keepdims=True)
+    h_factors = -(p_factors * np.log(p_factors + 1e-300)).sum(0) / np.log(5)
+    c_expected = np.sum((1 - h_factors) * R.sum(0) / R.sum())
+    assert disentanglement_from_importance(R) == pytest.approx(d_expected, abs=1e-8)
+    assert completeness_from_importance(R) == pytest.approx(c_expected, abs=1e-8)
+
+
+def test_sap_matches_a_rederivation():
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(10)
+    y = rng.integers(0, 2, size=(300, 2))
+    z = np.stack([y[:, 0] + rng.normal(0, 0.4, 300), y[:, 1] * 2 + rng.normal(0, 0.4, 300),
+                  rng.normal(size=300)], 1)
+    S = np.array([[np.mean(LinearSVC(C=0.01, class_weight="balanced").fit(z[:200, i:i + 1],
+                                                                           y[:200, k])
+                           .predict(z[200:, i:i + 1]) == y[200:, k]) for k in range(2)]
+                  for i in range(3)])
+    top = np.sort(S, axis=0)[::-1]
+    result = sap(z[:200], y[:200], z[200:], y[200:])
+    assert np.allclose(result.score_matrix, S)
+    assert result.score == pytest.approx(np.mean(top[0] - top[1]))
