@@ -15,7 +15,7 @@ def dsprites():
     return DSpritesProcedural()
 
 
-def test_render_dsprites_grid(bench, tmp_path):
+def test_render_dsprites_grid(bench):
     # No cache: the whole 737,280-image grid rendered from scratch, on every core.
     bench("render dsprites-procedural", "cpu", "737280 images", "wtc",
           lambda: DSpritesProcedural(cache=False), rounds=1)
@@ -34,6 +34,6 @@ def test_sample_batch(bench, dsprites, name, impl):
         else:
             fn = lambda: torch.utils.data.default_collate(
                 [ds[int(i)] for i in rng.integers(0, len(ds), 64)])
-        result = bench(f"batch of 64 ({name})", "cpu", "1 core", impl, fn)
+        bench(f"batch of 64 ({name})", "cpu", "1 core", impl, fn)
     finally:
         torch.set_num_threads(threads)

@@ -8,7 +8,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import torch
 
 import wtc.models
 import wtc_ext
@@ -46,7 +45,6 @@ def test_training_step(bench, data_cache, device, model, impl):
     trainer = Trainer(config, tempfile.mkdtemp())
     ds = trainer.dataset
     x = ds.batch(np.random.default_rng(0).integers(0, len(ds), 64)).to(device)
-    trainer._step = 0
     step = lambda: trainer.step(x)
     if impl == "pure_pytorch":
         with mock.patch.object(wtc.models, "wtc_ext", PURE_PYTORCH_OPS):

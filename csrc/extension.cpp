@@ -3,6 +3,8 @@
 #include <torch/extension.h>
 #include <torch/version.h>
 
+#include "permute_dims/permute_dims.h"
+
 #ifdef WTC_WITH_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -44,11 +46,7 @@ pybind11::dict build_info() {
 std::tuple<at::Tensor, at::Tensor> permute_dims(const at::Tensor& z,
                                                 std::optional<at::Generator> generator,
                                                 bool return_index) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("wtc_ext::permute_dims", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(
-                           const at::Tensor&, std::optional<at::Generator>, bool)>();
-  return op.call(z, std::move(generator), return_index);
+  return wtc::permute_dims_op().call(z, std::move(generator), return_index);
 }
 
 }  // namespace

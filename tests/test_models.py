@@ -1,6 +1,5 @@
 """The six models: loss terms, the update order, the critic's estimate."""
 
-import math
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from wtc import train as train_mod
 from wtc.cli import main as wtc_main
 from wtc.models import MODELS
 from wtc.train import TrainConfig, Trainer, TrainingError, load_run, train

@@ -118,7 +118,7 @@ def _interpolation_weights(real, generator):
     return torch.rand(real.shape[0], generator=generator, device=real.device, dtype=real.dtype)
 
 
-def _fused_inputs(critic, real, fake):
+def _fused_inputs(critic, real):
     """(weights, biases) when the fused kernels apply to this call, else None."""
     layers = mlp_layers(critic)
     if layers is None or real.dim() != 2 or real.dtype not in (torch.float32, torch.float64):
@@ -164,7 +164,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     """
     _check_pair(real, fake)
     alpha = _interpolation_weights(real, generator)
-    fused = _fused_inputs(critic, real, fake)
+    fused = _fused_inputs(critic, real)
     if fused is None:
         x_hat = torch.lerp(fake, real, alpha.view(-1, *([1] * (real.dim() - 1))))
         return _autograd_penalty(critic, x_hat, center)
@@ -185,7 +185,7 @@ def critic_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, *, gp_weigh
     """
     _check_pair(p, q, ("p", "q"))
     alpha = _interpolation_weights(p, generator)
-    fused = _fused_inputs(critic, p, q)
+    fused = _fused_inputs(critic, p)
     if fused is None:
         x_hat = torch.lerp(q, p, alpha.view(-1, *([1] * (p.dim() - 1))))
         gp = _autograd_penalty(critic, x_hat, center)

@@ -4,11 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define WTC_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define WTC_HOST_DEVICE inline
-#endif
+#include "common/host_device.h"
 
 namespace wtc {
 

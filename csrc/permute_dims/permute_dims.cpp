@@ -34,6 +34,10 @@ void check_permute_dims_args(const at::Tensor& z, const std::optional<at::Genera
   TORCH_CHECK_VALUE(z.size(-2) <= std::numeric_limits<int32_t>::max(),
                     "permute_dims: expected at most 2^31 - 1 rows (dim -2 of z), but got ",
                     z.size(-2));
+  const int64_t columns = z.dim() >= 2 && z.size(-2) > 0 ? z.numel() / z.size(-2) : 0;
+  TORCH_CHECK_VALUE(columns <= std::numeric_limits<uint32_t>::max(),
+                    "permute_dims: expected at most 2^32 - 1 columns in all, but z has ",
+                    columns);
   if (generator.has_value() && generator->defined()) {
     TORCH_CHECK_VALUE(generator->device().type() == z.device().type(),
                       "permute_dims: generator is on device '", generator->device(),
@@ -97,10 +101,6 @@ std::tuple<at::Tensor, at::Tensor> permute_dims_cpu(const at::Tensor& z_in,
     std::lock_guard<std::mutex> lock(gen->mutex_);
     seed = gen->random64();
   }
-  TORCH_CHECK_VALUE(s.L * s.d <= std::numeric_limits<uint32_t>::max(),
-                    "permute_dims: expected at most 2^32 - 1 columns in all, but z has ",
-                    s.L * s.d);
-
   switch (z.element_size()) {
     case 1:
       permute_columns_cpu(static_cast<const uint8_t*>(z.const_data_ptr()),
@@ -124,16 +124,16 @@ std::tuple<at::Tensor, at::Tensor> permute_dims_cpu(const at::Tensor& z_in,
   return {out, index};
 }
 
-const c10::TypedOperatorHandle<std::tuple<at::Tensor, at::Tensor>(
-    const at::Tensor&, std::optional<at::Generator>, bool)>&
-permute_dims_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("wtc_ext::permute_dims", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
-                                                    std::optional<at::Generator>, bool)>();
+}  // namespace
+
+const c10::TypedOperatorHandle<PermuteDimsSignature>& permute_dims_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("wtc_ext::permute_dims", "")
+                             .typed<PermuteDimsSignature>();
   return op;
 }
+
+namespace {
 
 // Autograd: out = z.gather(-2, index), so grad_z scatters grad_out back through the same index.
 // The backward is built from differentiable ATen ops, so double backward works too.

@@ -2,7 +2,10 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/core/Generator.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
 #include <optional>
+#include <tuple>
 
 namespace wtc {
 
@@ -14,5 +17,10 @@ struct PermuteShape {
   int64_t L, B, d;
 };
 PermuteShape permute_shape(const at::Tensor& z);
+
+// The registered op, for calls from C++ (autograd, the direct Python entry point).
+using PermuteDimsSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                std::optional<at::Generator>, bool);
+const c10::TypedOperatorHandle<PermuteDimsSignature>& permute_dims_op();
 
 }  // namespace wtc

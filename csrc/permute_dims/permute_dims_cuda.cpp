@@ -30,10 +30,6 @@ std::tuple<at::Tensor, at::Tensor> permute_dims_cuda(const at::Tensor& z_in,
   if (s.B == 1) {
     return {z.clone(at::MemoryFormat::Contiguous), at::zeros(index_shape, index_opts)};
   }
-  TORCH_CHECK_VALUE(s.L * s.d <= std::numeric_limits<uint32_t>::max(),
-                    "permute_dims: expected at most 2^32 - 1 columns in all, but z has ",
-                    s.L * s.d);
-
   auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
       generator, at::cuda::detail::getDefaultCUDAGenerator());
   at::PhiloxCudaState philox;

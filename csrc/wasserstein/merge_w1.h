@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common/philox.h"  // WTC_HOST_DEVICE
+#include "common/host_device.h"
 
 namespace wtc {
 

@@ -98,46 +98,6 @@ void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
 
 namespace {
 
-std::pair<at::Tensor, at::Tensor> sorted_with_weights(const at::Tensor& x,
-                                                      const std::optional<at::Tensor>& w) {
-  auto [values, order] = x.sort(-1);
-  at::Tensor weights = w.has_value() ? w->gather(-1, order).contiguous() : at::Tensor();
-  return {values.contiguous(), weights};
-}
-
-}  // namespace
-
-at::Tensor wasserstein_1d_impl(const at::Tensor& u, const at::Tensor& v,
-                               const std::optional<at::Tensor>& u_weights,
-                               const std::optional<at::Tensor>& v_weights,
-                               const SortedRowsW1& kernel) {
-  check_wasserstein_1d_args(u, v, u_weights, v_weights);
-  if (u.size(0) == 0) return at::empty({0}, u.options());
-  if (u.size(1) == 0 || v.size(1) == 0) return at::full({u.size(0)}, NAN, u.options());
-  auto [us, uw] = sorted_with_weights(u, u_weights);
-  auto [vs, vw] = sorted_with_weights(v, v_weights);
-  return kernel.run(us, uw, vs, vw, at::Tensor(), nullptr, nullptr);
-}
-
-std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_impl(
-    const at::Tensor& grad, const at::Tensor& u, const at::Tensor& v,
-    const std::optional<at::Tensor>& u_weights, const std::optional<at::Tensor>& v_weights,
-    const SortedRowsW1& kernel) {
-  check_wasserstein_1d_args(u, v, u_weights, v_weights);
-  if (u.numel() == 0 || v.numel() == 0) return {at::zeros_like(u), at::zeros_like(v)};
-  auto [us, u_order] = u.sort(-1);
-  auto [vs, v_order] = v.sort(-1);
-  at::Tensor uw = u_weights.has_value() ? u_weights->gather(-1, u_order).contiguous() : at::Tensor();
-  at::Tensor vw = v_weights.has_value() ? v_weights->gather(-1, v_order).contiguous() : at::Tensor();
-  at::Tensor grad_us = at::empty_like(us, at::MemoryFormat::Contiguous);
-  at::Tensor grad_vs = at::empty_like(vs, at::MemoryFormat::Contiguous);
-  kernel.run(us.contiguous(), uw, vs.contiguous(), vw, grad.contiguous(), &grad_us, &grad_vs);
-  return {at::zeros_like(u).scatter_(-1, u_order, grad_us),
-          at::zeros_like(v).scatter_(-1, v_order, grad_vs)};
-}
-
-namespace {
-
 // Two sorted unweighted samples of one size: W1 = mean |a_i - b_i| (the quantile functions are
 // step functions on the same grid), the same value as the CDF merge without its branches.
 template <typename T>

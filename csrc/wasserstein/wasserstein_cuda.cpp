@@ -1,9 +1,12 @@
-// Sorted-CDF Wasserstein ops on CUDA: ATen's segmented sorts, then the merge kernels.
+// Sorted-CDF Wasserstein ops on CUDA: ATen's segmented sorts, then the merge kernels. (The CPU
+// kernels in wasserstein.cpp sort inside the kernel with a radix sort instead.)
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <utility>
 
 #include "wasserstein/wasserstein.h"
 #include "wasserstein/wasserstein_cuda.h"
@@ -26,20 +29,42 @@ at::Tensor sorted_rows_w1_cuda(const at::Tensor& a, const at::Tensor& wa, const 
   return out;
 }
 
-const SortedRowsW1 kCudaRows{sorted_rows_w1_cuda};
+// Sort both samples along the last dim (ATen's segmented sort), then one merge per row.
+std::pair<at::Tensor, at::Tensor> sorted_with_weights(const at::Tensor& x,
+                                                      const std::optional<at::Tensor>& w) {
+  auto [values, order] = x.sort(-1);
+  at::Tensor weights = w.has_value() ? w->gather(-1, order).contiguous() : at::Tensor();
+  return {values.contiguous(), weights};
+}
 
 at::Tensor wasserstein_1d_cuda(const at::Tensor& u, const at::Tensor& v,
                                const std::optional<at::Tensor>& u_weights,
                                const std::optional<at::Tensor>& v_weights) {
   const c10::cuda::CUDAGuard guard(u.device());
-  return wasserstein_1d_impl(u, v, u_weights, v_weights, kCudaRows);
+  check_wasserstein_1d_args(u, v, u_weights, v_weights);
+  if (u.size(0) == 0) return at::empty({0}, u.options());
+  if (u.size(1) == 0 || v.size(1) == 0) return at::full({u.size(0)}, NAN, u.options());
+  auto [us, uw] = sorted_with_weights(u, u_weights);
+  auto [vs, vw] = sorted_with_weights(v, v_weights);
+  return sorted_rows_w1_cuda(us, uw, vs, vw, at::Tensor(), nullptr, nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cuda(
     const at::Tensor& grad, const at::Tensor& u, const at::Tensor& v,
     const std::optional<at::Tensor>& u_weights, const std::optional<at::Tensor>& v_weights) {
   const c10::cuda::CUDAGuard guard(u.device());
-  return wasserstein_1d_backward_impl(grad, u, v, u_weights, v_weights, kCudaRows);
+  check_wasserstein_1d_args(u, v, u_weights, v_weights);
+  if (u.numel() == 0 || v.numel() == 0) return {at::zeros_like(u), at::zeros_like(v)};
+  auto [us, u_order] = u.sort(-1);
+  auto [vs, v_order] = v.sort(-1);
+  at::Tensor uw = u_weights.has_value() ? u_weights->gather(-1, u_order).contiguous() : at::Tensor();
+  at::Tensor vw = v_weights.has_value() ? v_weights->gather(-1, v_order).contiguous() : at::Tensor();
+  at::Tensor grad_us = at::empty_like(us, at::MemoryFormat::Contiguous);
+  at::Tensor grad_vs = at::empty_like(vs, at::MemoryFormat::Contiguous);
+  sorted_rows_w1_cuda(us.contiguous(), uw, vs.contiguous(), vw, grad.contiguous(), &grad_us,
+                      &grad_vs);
+  return {at::zeros_like(u).scatter_(-1, u_order, grad_us),
+          at::zeros_like(v).scatter_(-1, v_order, grad_vs)};
 }
 
 // Per factor: a stable sort of the labels (in the column's sorted order) groups every column

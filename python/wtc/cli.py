@@ -7,7 +7,6 @@ import sys
 
 
 def _cmd_data(args) -> int:
-    import numpy as np
 
     from wtc.data import DataSetError, load
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -132,6 +131,7 @@ class Trainer:
             raise TrainingError(f"{self.out} already holds a run; pass --resume to continue it "
                                 "or --overwrite to replace it")
         self.resume_state = None
+        self._nonfinite = {}  # loss name -> device flag: not finite since the last check
         if resume and (self.out / CHECKPOINT).exists():
             self.resume_state = load_checkpoint(self.out / CHECKPOINT)
             self._check_compatible(self.resume_state["config"])
@@ -191,7 +191,7 @@ class Trainer:
         logged = {}
         for _ in range(self.config.adversary_steps):
             for name, (loss, terms) in model.adversary_losses(z.detach(), x).items():
-                self._check_finite(loss, name, terms)
+                self._watch(loss, name)
                 opt = self.optimizers[name]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -202,7 +202,7 @@ class Trainer:
             p.requires_grad_(False)
         try:
             terms = model.main_terms(x, mean, logvar, z)
-            self._check_finite(terms["loss"], "main", terms)
+            self._watch(terms["loss"], "main")
             opt = self.optimizers["main"]
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
@@ -213,12 +213,23 @@ class Trainer:
         logged.update({k: v.detach() for k, v in terms.items()})
         return logged
 
-    def _check_finite(self, loss, name, terms):
-        if not bool(torch.isfinite(loss)):
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            raise TrainingError(f"the {name} loss is {float(loss.detach())} at step {self._step} "
-                                f"(terms: {values}); the run stopped and its last good "
-                                f"checkpoint {self.out / CHECKPOINT} is kept")
+    def _watch(self, loss, name):
+        # Accumulated on the device: a per-step check would synchronise a GPU every step. The
+        # flags are read before every log record and checkpoint, so nothing non-finite is saved.
+        bad = ~torch.isfinite(loss.detach())
+        self._nonfinite[name] = bad if name not in self._nonfinite else self._nonfinite[name] | bad
+
+    def _check_finite(self, first: int, last: int, terms: dict) -> None:
+        """Raise if a loss was not finite in steps first..last (0-based), naming it."""
+        for name, flag in self._nonfinite.items():
+            if bool(flag):
+                when = f"at step {last}" if first == last else f"between steps {first} and {last}"
+                values = {k: float(v) for k, v in terms.items()}
+                loss = values.get("loss") if name == "main" else values.get(f"{name}_loss")
+                raise TrainingError(f"the {name} loss is {loss} {when} (terms: {values}); the "
+                                    f"run stopped and its last good checkpoint "
+                                    f"{self.out / CHECKPOINT} is kept")
+        self._nonfinite.clear()
 
     def run(self) -> dict:
         config = self.config
@@ -229,7 +240,7 @@ class Trainer:
         else:
             data_rng = np.random.default_rng(config.seed)
             start = 0
-        self._step = start
+        checked = start
         log = open(self.out / LOG, "a")
         bar = None
         if config.progress:
@@ -240,12 +251,16 @@ class Trainer:
         t0, last_step = time.perf_counter(), start
         try:
             for step in range(start, config.steps):
-                self._step = step
                 indices = data_rng.integers(0, len(self.dataset), config.batch_size)
                 x = self.dataset.batch(indices).to(self.device, non_blocking=True)
                 terms = self.step(x)
                 done = step + 1
-                if done % config.log_every == 0 or done == config.steps:
+                log_now = done % config.log_every == 0 or done == config.steps
+                save_now = done % config.checkpoint_every == 0 or done == config.steps
+                if log_now or save_now:
+                    self._check_finite(checked, step, terms)
+                    checked = done
+                if log_now:
                     rate = (done - last_step) / max(time.perf_counter() - t0, 1e-9)
                     t0, last_step = time.perf_counter(), done
                     record = {"step": done, **{k: float(v) for k, v in terms.items()},
@@ -256,7 +271,7 @@ class Trainer:
                         bar.set_postfix({k: f"{record[k]:.3g}" for k in
                                          ("loss", "reconstruction", "kl", "tc", "wtc", "w1")
                                          if k in record} | {"it/s": f"{rate:.1f}"})
-                if done % config.checkpoint_every == 0 or done == config.steps:
+                if save_now:
                     _atomic_save(self._state(done, data_rng), self.out / CHECKPOINT)
                 if bar is not None:
                     bar.update(1)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,7 +38,10 @@ class GroundTruthDataset(torch.utils.data.Dataset):
 
     # -- to implement ------------------------------------------------------------------------
     def images_uint8(self, indices: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """uint8 images (n, H, W[, C]) for grid indices. Every image data set implements it; a
+        data set whose observations are not images overrides
+        :meth:`sample_observations_from_factors` instead and never reaches this."""
+        raise NotImplementedError(f"{type(self).__name__} does not store images")
 
     # -- sizes and indices -------------------------------------------------------------------
     @property
@@ -126,3 +131,16 @@ def subset_steps(factor_sizes: Sequence[int], step) -> list[np.ndarray]:
         raise ValueError(f"step must be a positive int or one per factor ({len(factor_sizes)}), "
                          f"got {step}")
     return [np.arange(0, size, int(s)) for size, s in zip(factor_sizes, steps)]
+
+
+def cache_root(cache_dir=None) -> Path:
+    """Where rendered or resized data sets are cached: the argument, $WTC_CACHE, ~/.cache/wtc."""
+    return Path(cache_dir or os.environ.get("WTC_CACHE") or Path.home() / ".cache" / "wtc")
+
+
+def save_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save through a temporary file and a rename: a killed write leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import DataSetError, GroundTruthDataset, subset_steps
+from wtc.data.base import (DataSetError, GroundTruthDataset, cache_root, save_atomic,
+                           subset_steps)
 
 FILE_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
@@ -196,12 +197,11 @@ class DSpritesProcedural(_PackedDSprites):
         packed = None
         path = None
         if cache:
-            root = Path(cache_dir or os.environ.get("WTC_CACHE") or Path.home() / ".cache" / "wtc")
             tag = "-".join(str(len(c)) for c in self.classes)
-            path = root / f"dsprites-procedural-v1-{tag}.npy"
+            path = cache_root(cache_dir) / f"dsprites-procedural-v1-{tag}.npy"
             if path.exists():
                 try:
-                    packed = np.load(path, mmap_mode=None, allow_pickle=False)
+                    packed = np.load(path, allow_pickle=False)
                     if packed.shape != (int(np.prod(sizes)), 512) or packed.dtype != np.uint8:
                         packed = None
                 except (OSError, ValueError):
@@ -209,8 +209,5 @@ class DSpritesProcedural(_PackedDSprites):
         if packed is None:
             packed = render_grid(self.classes)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-                np.save(tmp, packed)
-                os.replace(tmp, path)  # atomic: a killed render leaves no half file
+                save_atomic(path, packed)
         super().__init__(packed, sizes, protocol, "dsprites-procedural")

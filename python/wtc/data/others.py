@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 import zipfile
 import zlib
@@ -10,18 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import DataSetError, GroundTruthDataset
-
-
-def cache_root(cache_dir=None) -> Path:
-    return Path(cache_dir or os.environ.get("WTC_CACHE") or Path.home() / ".cache" / "wtc")
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+from wtc.data.base import DataSetError, GroundTruthDataset, cache_root, save_atomic
 
 
 def area_downsample(image: np.ndarray, size: int = 64) -> np.ndarray:
@@ -69,7 +57,7 @@ class Cars3D(GroundTruthDataset):
                 images[:, :, c] = self._read_car(folder, name)
             images = images.reshape(-1, 64, 64, 3)
             if cached is not None:
-                _save_atomic(cached, images)
+                save_atomic(cached, images)
         if images.shape != (int(np.prod(self.factor_sizes)), 64, 64, 3):
             raise DataSetError(f"cars3d: the cache {cached} does not match {listing}; delete it")
         self._images = images
@@ -293,7 +281,7 @@ class CelebA(GroundTruthDataset):
                 except OSError as err:
                     raise DataSetError(f"celeba: cannot read {file}: {err}") from err
             if cached is not None:
-                _save_atomic(cached, images)
+                save_atomic(cached, images)
         if images.shape[0] != len(files):
             raise DataSetError(f"celeba: the cache {cached} does not match {folder}; delete it")
         self._images = images

@@ -9,6 +9,7 @@ adversaries are frozen while it runs, so no adversary loss ever reaches the enco
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -99,8 +100,9 @@ def gaussian_log_density(z, mean, logvar):
     return -0.5 * (math.log(2 * math.pi) + logvar + (z - mean).pow(2) * torch.exp(-logvar))
 
 
-class DisentanglingModel(nn.Module):
-    """Encoder, decoder and the model's adversaries (critics or discriminator)."""
+class DisentanglingModel(nn.Module, abc.ABC):
+    """Encoder, decoder and the model's adversaries (critics or discriminator). Subclasses
+    define :meth:`main_terms` and, when they have adversaries, :meth:`adversary_losses`."""
 
     name = ""
 
@@ -139,9 +141,9 @@ class DisentanglingModel(nn.Module):
         """name -> (loss, logged terms) for each adversary, from detached codes."""
         return {}
 
+    @abc.abstractmethod
     def main_terms(self, x, mean, logvar, z) -> dict:
         """Named loss terms; 'loss' is the objective minimised by the encoder and decoder."""
-        raise NotImplementedError
 
 
 class BetaVAE(DisentanglingModel):
