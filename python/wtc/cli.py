@@ -6,17 +6,25 @@ import argparse
 import sys
 
 
+def _add_data_options(parser) -> None:
+    parser.add_argument("--step", type=int, default=None,
+                        help="procedural sets: keep every step-th class of each factor")
+    parser.add_argument("--protocol", choices=["paper", "dlib"], default=None,
+                        help="dSprites: keep (paper) or drop (dlib) the constant colour factor")
+    parser.add_argument("--variant", choices=["toy", "realistic", "real"], default=None,
+                        help="MPI3D variant")
+
+
+def _data_options(args) -> dict:
+    return {k: getattr(args, k) for k in ("step", "protocol", "variant")
+            if getattr(args, k) is not None}
+
+
 def _cmd_data(args) -> int:
 
     from wtc.data import DataSetError, load
 
-    options = {}
-    if args.step is not None:
-        options["step"] = args.step
-    if args.protocol is not None:
-        options["protocol"] = args.protocol
-    if args.variant is not None:
-        options["variant"] = args.variant
+    options = _data_options(args)
     try:
         dataset = load(args.name, root=args.root, **options)
     except DataSetError as err:
@@ -64,12 +72,12 @@ def _cmd_train(args) -> int:
     from wtc.train import TrainConfig, TrainingError, train
 
     config = TrainConfig(model=args.model, data=args.data, data_root=args.data_root,
+                         data_options=_data_options(args),
                          beta=args.beta, gamma=args.gamma, steps=args.steps,
-                         batch_size=args.batch_size, seed=args.seed, device=args.device,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         device=args.device,
                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                          progress=not args.quiet)
-    if args.step is not None:
-        config.data_options["step"] = args.step
     try:
         result = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, TrainingError, DataSetError) as err:
@@ -111,7 +119,8 @@ def _cmd_eval(args) -> int:
     try:
         model, config, dataset = load_run(args.run_dir, device=args.device)
         result = evaluate(model, dataset, metrics=args.metrics, protocol=args.protocol,
-                          repeats=args.repeats, seed=args.seed, scale=args.scale)
+                          repeats=args.repeats, seed=args.seed, scale=args.scale,
+                          sizes=_sizes(args.size))
     except (TrainingError, ValueError) as err:
         print(f"wtc eval: {err}", file=sys.stderr)
         return 2
@@ -120,12 +129,67 @@ def _cmd_eval(args) -> int:
                           "python": platform.python_version()}
     result["run"] = {"model": config.model, "data": config.data}
     path = Path(args.run_dir) / "eval.json"
-    path.write_text(json.dumps(result, indent=1))
+    tmp = path.with_name(".eval.json.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)  # a killed evaluation never leaves a half-written file
     print(f"{'metric':<14} {'mean':>9} {'std':>9}  ({result['protocol']}, "
           f"{result['repeats']} repeat(s))")
     for name, v in result["metrics"].items():
         print(f"{name:<14} {v['mean']:9.4f} {v['std']:9.4f}")
     print(f"wrote {path}")
+    return 0
+
+
+def _sizes(items) -> dict:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"--size takes NAME=INTEGER, got {item!r}")
+        out[key.strip()] = int(value)
+    return out
+
+
+def _cmd_sweep(args) -> int:
+    import signal
+
+    from wtc.experiments import SpecError, SweepError, load_spec, run_sweep
+    from wtc.experiments.spec import override
+
+    try:
+        spec = override(load_spec(args.spec), data=args.data, models=args.models,
+                        seeds=args.seeds, steps=args.steps, data_root=args.data_root)
+    except SpecError as err:
+        print(f"wtc sweep: {err}", file=sys.stderr)
+        return 2
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop the children too
+    try:
+        result = run_sweep(spec, args.out, jobs=args.jobs, devices=args.devices,
+                           threads=args.threads)
+    except (SpecError, SweepError) as err:
+        print(f"wtc sweep: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wtc sweep: interrupted; run the same command again to continue",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if result.ok else 1
+
+
+def _cmd_report(args) -> int:
+    from wtc.experiments import SweepError, make_report
+
+    try:
+        make_report(args.sweep_dir, args.out, select_by=args.select_by, device=args.device)
+    except (SweepError, ValueError) as err:
+        print(f"wtc report: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -147,12 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--show", default=None, metavar="OUT.png", help="save example images")
     data.add_argument("--count", type=int, default=16, help="how many examples to show")
     data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--step", type=int, default=None,
-                      help="procedural sets: keep every step-th class of each factor")
-    data.add_argument("--protocol", choices=["paper", "dlib"], default=None,
-                      help="dSprites: keep (paper) or drop (dlib) the constant colour factor")
-    data.add_argument("--variant", choices=["toy", "realistic", "real"], default=None,
-                      help="MPI3D variant")
+    _add_data_options(data)
     data.set_defaults(run=_cmd_data)
 
     from wtc.models import MODELS
@@ -161,12 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True, help=", ".join(MODELS))
     tr.add_argument("--data", required=True, help="a data set name (see `wtc data`)")
     tr.add_argument("--data-root", default=None)
-    tr.add_argument("--step", type=int, default=None,
-                    help="procedural data sets: keep every step-th class of each factor")
+    _add_data_options(tr)
     tr.add_argument("--beta", type=float, default=None)
     tr.add_argument("--gamma", type=float, default=None)
     tr.add_argument("--steps", type=int, default=300_000)
     tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate, every network")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default=None, help="default: cuda if present, else cpu")
     tr.add_argument("--checkpoint-every", type=int, default=10_000)
@@ -196,8 +255,35 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--scale", type=float, default=1.0,
                     help="multiply every sample size (quick looks; 1 is the protocol)")
+    ev.add_argument("--size", action="append", metavar="NAME=N",
+                    help="set one sample size outright (num_train, num_test, votes_train, "
+                         "votes_eval, variance_samples); repeatable")
     ev.add_argument("--device", default=None)
     ev.set_defaults(run=_cmd_eval)
+
+    sw = sub.add_parser("sweep", help="train and evaluate every run of a study (resumable)")
+    sw.add_argument("spec", help="a preset (paper, mini) or a .toml/.json spec file")
+    sw.add_argument("--out", required=True, help="the sweep's folder")
+    sw.add_argument("--jobs", type=int, default=1, help="runs at once")
+    sw.add_argument("--devices", nargs="+", default=None,
+                    help="devices cycled over the job slots (default: every GPU, else cpu)")
+    sw.add_argument("--threads", type=int, default=None,
+                    help="CPU threads per CPU job (default: the cores divided among the jobs)")
+    sw.add_argument("--data", nargs="+", default=None, help="override the spec's data sets")
+    sw.add_argument("--models", nargs="+", default=None, help="override the spec's models")
+    sw.add_argument("--seeds", nargs="+", type=int, default=None,
+                    help="override the spec's seeds")
+    sw.add_argument("--steps", type=int, default=None, help="override the spec's steps")
+    sw.add_argument("--data-root", default=None, help="where the data sets' files are")
+    sw.set_defaults(run=_cmd_sweep)
+
+    rp = sub.add_parser("report", help="table 1 and figures 2-7 of a sweep folder")
+    rp.add_argument("sweep_dir")
+    rp.add_argument("--out", required=True, metavar="REPORT_DIR")
+    rp.add_argument("--select-by", default="factor_vae",
+                    help="the metric that picks each model's best strength for table 1")
+    rp.add_argument("--device", default=None, help="for the traversals (default: cuda if any)")
+    rp.set_defaults(run=_cmd_report)
 
     demo = sub.add_parser("demo", help="train WTC-VAE and beta-VAE on procedural dSprites and "
                                        "write a small report")

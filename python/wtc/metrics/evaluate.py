@@ -28,6 +28,7 @@ PROTOCOLS = {
                  votes_train=10_000, votes_eval=5_000, variance_samples=10_000,
                  balanced_votes=False),
 }
+SIZE_NAMES = ("num_train", "num_test", "votes_train", "votes_eval", "variance_samples")
 METRICS = ("reconstruction", "factor_vae", "beta_vae", "mig", "modularity", "explicitness",
            "dci", "sap", "wdg")
 
@@ -44,11 +45,29 @@ def _representation(model, batch_size=512):
     return represent
 
 
+def protocol_settings(protocol: str, repeats: int | None = None, scale: float = 1.0,
+                      sizes: dict | None = None) -> tuple[int, dict]:
+    """(repeats, sample sizes) that :func:`evaluate` uses for these arguments."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+    p = PROTOCOLS[protocol]
+    repeats = p["repeats"] if repeats is None else int(repeats)
+    n = {k: max(2, int(p[k] * scale)) for k in SIZE_NAMES}
+    for k, v in (sizes or {}).items():
+        if k not in SIZE_NAMES:
+            raise ValueError(f"unknown sample size {k!r}; known: {', '.join(SIZE_NAMES)}")
+        if int(v) < 2 or int(v) != v:
+            raise ValueError(f"sample size {k} must be an integer >= 2, got {v!r}")
+        n[k] = int(v)
+    return repeats, n
+
+
 def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", "reconstruction"),
              protocol: str = "paper", repeats: int | None = None, seed: int = 0,
-             scale: float = 1.0) -> dict:
+             scale: float = 1.0, sizes: dict | None = None) -> dict:
     """{metric: {"mean", "std", "values"}} plus the settings used. ``scale`` multiplies every
-    sample size (for quick looks; 1.0 is the protocol)."""
+    sample size (for quick looks; 1.0 is the protocol); ``sizes`` sets named ones outright
+    (num_train, num_test, votes_train, votes_eval, variance_samples)."""
     from wtc.report import reconstruction_error
 
     if protocol not in PROTOCOLS:
@@ -56,10 +75,8 @@ def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", 
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
-    p = dict(PROTOCOLS[protocol])
-    repeats = p["repeats"] if repeats is None else int(repeats)
-    n = {k: max(2, int(p[k] * scale)) for k in ("num_train", "num_test", "votes_train",
-                                                 "votes_eval", "variance_samples")}
+    p = PROTOCOLS[protocol]
+    repeats, n = protocol_settings(protocol, repeats, scale, sizes)
     represent = _representation(model)
     values = {m: [] for m in metrics}
     seeds = [seed + p["seed_stride"] * i for i in range(repeats)]

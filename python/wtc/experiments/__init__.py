@@ -1,0 +1,9 @@
+"""Studies: sweep specs (presets ``paper`` and ``mini``), ``run_sweep`` (what ``wtc sweep``
+runs) and ``make_report`` (``wtc report``: table 1 and figures 2-7)."""
+
+from wtc.experiments.report import collect, make_report, table1
+from wtc.experiments.spec import PRESETS, EvalSpec, SpecError, SweepSpec, load_spec
+from wtc.experiments.sweep import Run, SweepError, expand, load_sweep, run_sweep
+
+__all__ = ["PRESETS", "EvalSpec", "Run", "SpecError", "SweepError", "SweepSpec", "collect",
+           "expand", "load_spec", "load_sweep", "make_report", "run_sweep", "table1"]

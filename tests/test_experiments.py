@@ -1,0 +1,373 @@
+"""Sweep specs, the sweep runner (killed and restarted), and the report's aggregation."""
+
+import csv
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wtc.cli import main as cli
+from wtc.experiments import (SpecError, SweepError, SweepSpec, collect, expand, load_spec,
+                             make_report, table1)
+from wtc.experiments.report import rank_correlations
+from wtc.experiments.spec import EvalSpec, from_dict, override
+from wtc.experiments.sweep import FORMAT, expected_eval, prepare, run_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- specs ------------------------------------------------------------------------------------
+
+def test_presets_have_the_papers_study_and_a_small_one():
+    paper = load_spec("paper")
+    assert len(expand(paper)) == 6 * 4 * 5 * 3  # table 1: 360 runs
+    assert paper.steps == 300_000 and paper.seeds == [1, 11, 42, 73, 89]
+    assert paper.strength_values("wtc-vae") == [10, 20, 40, 80]
+    assert paper.strength_values("beta-vae") == [1, 4, 8, 16]
+    assert expected_eval(paper)["repeats"] == 50
+    mini = load_spec("mini")
+    runs = expand(mini)
+    assert len(runs) == 6 * 2 * 2 and {r.data for r in runs} == {"dsprites-procedural"}
+    assert len({r.id for r in runs}) == len(runs)
+
+
+def test_toml_spec_starts_from_a_preset_and_overrides(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('preset = "mini"\nmodels = ["wtc-wae"]\nseeds = [3]\nsteps = 7\n'
+                    '[strengths]\nwtc-wae = [5, 6]\n[fixed]\nwtc-wae = {beta = 2.0}\n'
+                    '[eval]\nrepeats = 4\n')
+    spec = load_spec(path)
+    assert spec.name == "mini" and spec.steps == 7 and spec.eval.repeats == 4
+    assert spec.eval.sizes == load_spec("mini").eval.sizes  # kept from the preset
+    runs = expand(spec)
+    assert [r.id for r in runs] == ["dsprites-procedural/wtc-wae/gamma=5/seed=3",
+                                    "dsprites-procedural/wtc-wae/gamma=6/seed=3"]
+    assert runs[0].strengths == {"beta": 2.0, "gamma": 5.0}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"modles": ["wae"]}, "unknown key 'modles'"),
+    ({"models": ["wae", "vae"]}, "unknown model 'vae'"),
+    ({"data": ["dsprite"]}, "unknown data set 'dsprite'"),
+    ({"models": ["wae"], "strengths": {"wtc-vae": [1.0]}}, "not in models"),
+    ({"models": ["wae"], "strengths": {"wae": []}}, "strengths.wae"),
+    ({"models": ["wtc-wae"], "fixed": {"wtc-wae": {"gamma": 1.0}}}, "sweep varies"),
+    ({"models": ["wae"], "fixed": {"wae": {"gamma": 1.0}}}, "wae takes beta, not gamma"),
+    ({"seeds": [1, 1]}, "seeds lists a value twice"),
+    ({"steps": 0}, "steps must be an integer >= 1"),
+    ({"eval": {"protocl": "paper"}}, "unknown key 'protocl' in [eval]"),
+    ({"eval": {"protocol": "mine"}}, "eval.protocol"),
+    ({"eval": {"sizes": {"votes": 3}}}, "unknown sample size in eval.sizes 'votes'"),
+    ({"eval": {"metrics": ["fvae"]}}, "unknown metric in eval.metrics 'fvae'"),
+    ({"preset": "huge"}, "unknown preset 'huge'"),
+])
+def test_bad_specs_name_the_problem(raw, message):
+    with pytest.raises(SpecError, match=None) as err:
+        from_dict(raw)
+    assert message in str(err.value)
+
+
+def test_spec_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="neither a preset"):
+        load_spec(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("models = [")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(bad)
+    other = tmp_path / "spec.yaml"
+    other.write_text("models: []")
+    with pytest.raises(SpecError, match=".toml or .json"):
+        load_spec(other)
+
+
+def test_command_line_overrides_drop_strengths_of_removed_models():
+    spec = override(load_spec("mini"), models=["wae"], seeds=[5], steps=3)
+    assert spec.models == ["wae"] and list(spec.strengths) == ["wae"] and spec.seeds == [5]
+
+
+def test_bad_spec_fails_before_anything_runs(tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    path.write_text('models = ["beta-vae", "gan"]\n')
+    out = tmp_path / "sweep"
+    assert cli(["sweep", str(path), "--out", str(out)]) == 2
+    assert "unknown model 'gan'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_data_set_file_fails_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("WTC_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = from_dict({"data": ["dsprites"], "models": ["wae"], "data_root": str(tmp_path)})
+    with pytest.raises(SweepError, match="data set dsprites"):
+        prepare(spec, tmp_path / "sweep")
+    assert not (tmp_path / "sweep" / "sweep.json").exists()
+
+
+def test_a_sweep_folder_never_mixes_two_specs(tmp_path):
+    spec = from_dict({"preset": "mini", "models": ["wae"]})
+    prepare(spec, tmp_path)
+    prepare(spec, tmp_path)  # the same spec again: fine
+    other = from_dict({"preset": "mini", "models": ["wae"], "steps": 99})
+    with pytest.raises(SweepError, match="another spec .*steps"):
+        prepare(other, tmp_path)
+
+
+# -- aggregation on synthetic evaluations ------------------------------------------------------
+
+def _fake_sweep(root: Path, spec: SweepSpec, score, skip=()):
+    """Write sweep.json and, for each run not in ``skip``, result.json and an eval.json whose
+    repeats are given by ``score(run)`` (metric -> list of repeat values)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.json").write_text(json.dumps({"format": FORMAT, "spec": spec.to_json()}))
+    expected = expected_eval(spec)
+    for run in expand(spec):
+        if run.id in skip:
+            continue
+        d = root / run.id
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"steps": spec.steps}))
+        metrics = {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
+                   for m, v in score(run).items()}
+        (d / "eval.json").write_text(json.dumps({**expected, "metrics": metrics}))
+
+
+def _synthetic_spec():
+    return from_dict({"name": "synthetic", "data": ["dsprites-procedural"],
+                      "models": ["beta-vae", "wtc-vae", "wae"], "seeds": [1, 2, 3],
+                      "strengths": {"beta-vae": [1.0, 4.0], "wtc-vae": [10.0, 40.0],
+                                    "wae": [1.0, 8.0]},
+                      "eval": {"repeats": 2}})
+
+
+def _synthetic_score(run):
+    # Known per-run means: base + seed offset; each run's two repeats straddle its mean.
+    base = {"beta-vae": 0.5, "wtc-vae": 0.7, "wae": 0.3}[run.model]
+    bump = 0.1 if run.value in (4.0, 40.0) else 0.0  # the stronger setting is better
+    mean = base + bump + 0.01 * run.seed
+    rec = 20.0 + 10 * run.value / 40 + run.seed
+    return {"factor_vae": [mean - 0.02, mean + 0.02], "wdg": [mean / 10] * 2,
+            "modularity": [1 - mean / 2] * 2, "mig": [mean / 5, mean / 5],
+            "reconstruction": [rec - 1, rec + 1]}
+
+
+def test_report_aggregates_known_means_and_stds(tmp_path):
+    spec = _synthetic_spec()
+    _fake_sweep(tmp_path / "sweep", spec, _synthetic_score)
+    c = collect(tmp_path / "sweep")
+    assert not c.missing and len(c.runs) == 18
+    rows = {r["model"]: r for r in table1(c)}
+    # beta-vae's best FactorVAE strength is 4: per-seed means 0.61, 0.62, 0.63
+    r = rows["beta-vae"]
+    assert (r["strength"], r["value"], r["seeds"]) == ("beta", 4.0, 3)
+    np.testing.assert_allclose(r["factor_vae"], (0.62, np.std([0.61, 0.62, 0.63])))
+    np.testing.assert_allclose(r["reconstruction"][0], 20 + 10 * 4 / 40 + 2)
+    np.testing.assert_allclose(r["modularity"][0], np.mean([1 - m / 2 for m in
+                                                            (0.61, 0.62, 0.63)]))
+    assert rows["wtc-vae"]["value"] == 40.0 and rows["wae"]["value"] == 1.0
+    # ranks: FactorVAE wtc-vae (0.82) > beta-vae (0.62) > wae (0.32); reconstruction is
+    # lower-better: wae at beta=1 (22.25) < beta-vae at 4 (23) < wtc-vae at 40 (32)
+    assert [rows[m]["factor_vae_rank"] for m in ("wtc-vae", "beta-vae", "wae")] == [0, 1, None]
+    assert [rows[m]["reconstruction_rank"] for m in ("wae", "beta-vae", "wtc-vae")] == [0, 1,
+                                                                                        None]
+    # selecting by reconstruction picks the weaker strengths instead
+    by_rec = {r["model"]: r for r in table1(c, select_by="reconstruction")}
+    assert by_rec["beta-vae"]["value"] == 1.0 and by_rec["wtc-vae"]["value"] == 10.0
+
+    report = make_report(tmp_path / "sweep", tmp_path / "report", echo=lambda *a: None)
+    out = tmp_path / "report"
+    md = (out / "table1.md").read_text()
+    assert "**0.820 (0.008)**" in md and "<u>0.620 (0.008)</u>" in md
+    with open(out / "table1.csv") as f:
+        table = {row["model"]: row for row in csv.DictReader(f)}
+    assert float(table["wtc-vae"]["factor_vae_mean"]) == pytest.approx(0.82)
+    assert float(table["wae"]["reconstruction_mean"]) == pytest.approx(22.25)
+    with open(out / "settings.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    for name in ("figure2_factor_vae_vs_reconstruction.png", "figure3_wdg_violins.png",
+                 "figure5_rank_correlation.png", "figure6_wdg_vs_reconstruction.png",
+                 "figure7_factor_vae_violins.png"):
+        assert (out / name).stat().st_size > 5000 and name in report["figures"]
+        assert name in (out / "index.html").read_text()
+    # no checkpoints in a synthetic sweep: the traversals are reported missing, not faked
+    assert "No traversals for dsprites-procedural" in (out / "report.md").read_text()
+
+
+def test_rank_correlation_follows_the_runs():
+    spec = _synthetic_spec()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        _fake_sweep(Path(d), spec, _synthetic_score)
+        names, matrix = rank_correlations(collect(d))["dsprites-procedural"]
+    i = {m: k for k, m in enumerate(names)}
+    # wdg and mig are increasing functions of the FactorVAE mean, modularity a decreasing one
+    assert matrix[i["factor_vae"], i["wdg"]] == pytest.approx(1.0)
+    assert matrix[i["factor_vae"], i["mig"]] == pytest.approx(1.0)
+    assert matrix[i["factor_vae"], i["modularity"]] == pytest.approx(-1.0)
+
+
+def test_report_names_runs_without_evaluation_instead_of_averaging_fewer(tmp_path):
+    spec = _synthetic_spec()
+    lost = "dsprites-procedural/beta-vae/beta=4/seed=2"
+    _fake_sweep(tmp_path / "sweep", spec, _synthetic_score, skip={lost})
+    other = tmp_path / "sweep" / "dsprites-procedural/wae/beta=1/seed=3" / "eval.json"
+    stale = json.loads(other.read_text())
+    stale["repeats"] = 1  # evaluated with settings other than the spec's
+    other.write_text(json.dumps(stale))
+    c = collect(tmp_path / "sweep")
+    assert c.missing == {lost: "not trained",
+                         "dsprites-procedural/wae/beta=1/seed=3":
+                         "evaluated with other settings than the spec's"}
+    rows = {r["model"]: r for r in table1(c)}
+    assert rows["beta-vae"]["seeds"] == 2 and rows["beta-vae"]["expected_seeds"] == 3
+    np.testing.assert_allclose(rows["beta-vae"]["factor_vae"][0], np.mean([0.61, 0.63]))
+    make_report(tmp_path / "sweep", tmp_path / "report", echo=lambda *a: None)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"- {lost}: not trained" in md and "†(2/3 seeds)" in md
+    assert lost in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_report_of_an_unevaluated_sweep_says_so(tmp_path):
+    spec = _synthetic_spec()
+    _fake_sweep(tmp_path, spec, _synthetic_score, skip={r.id for r in expand(spec)})
+    with pytest.raises(ValueError, match="no run .* has a complete evaluation"):
+        make_report(tmp_path, tmp_path / "report", echo=lambda *a: None)
+
+
+# -- a real sweep, killed and restarted --------------------------------------------------------
+
+TINY = """
+name = "tiny"
+data = ["dsprites-procedural"]
+models = ["beta-vae", "wtc-vae"]
+seeds = [1, 2]
+steps = 40
+checkpoint_every = 10
+lr = 5e-4
+[strengths]
+beta-vae = [4]
+wtc-vae = [10]
+[data_options.dsprites-procedural]
+step = 4
+[eval]
+repeats = 2
+metrics = ["factor_vae", "wdg", "modularity", "mig", "reconstruction"]
+sizes = {num_train = 600, num_test = 200, votes_train = 20, votes_eval = 10, variance_samples = 600}
+"""
+
+
+def _sweep_process(spec_path, out, jobs=1):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-m", "wtc", "sweep", str(spec_path), "--out",
+                             str(out), "--jobs", str(jobs)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _wait_for(condition, timeout=240.0):
+    t0 = time.monotonic()
+    while not condition():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("timed out waiting for the sweep")
+        time.sleep(0.05)
+
+
+def _lock_is_free(run_dir: Path) -> bool:
+    fd = os.open(run_dir / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_sweep_killed_and_restarted_loses_nothing_and_reports(tmp_path):
+    spec_path = tmp_path / "tiny.toml"
+    spec_path.write_text(TINY)
+    spec = load_spec(spec_path)
+    out = tmp_path / "sweep"
+    first, second, *_ = [out / r.id for r in expand(spec)]
+
+    # 1. SIGKILL the sweep alone while the second run trains: its child is orphaned and goes
+    #    on holding the run's lock; a restarted sweep must wait for it, not race it.
+    proc = _sweep_process(spec_path, out)
+    _wait_for(lambda: run_state(spec, first) == "done"
+              and (second / "checkpoint.pt").exists() or proc.poll() is not None)
+    first_eval = (first / "eval.json").stat().st_mtime_ns
+    proc.kill()
+    proc.wait()
+    interrupted = run_state(spec, second)
+
+    # 2. restart: the finished run is skipped, the rest complete
+    proc = _sweep_process(spec_path, out)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert f"done before: {first.relative_to(out)}" in output
+    assert (first / "eval.json").stat().st_mtime_ns == first_eval  # not redone
+    for run in expand(spec):
+        assert run_state(spec, out / run.id) == "done", run.id
+    if interrupted in ("resume", "evaluate"):  # the orphan was still at work
+        assert "being worked on by another process" in output
+    steps = [json.loads(line)["step"] for line in (second / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == spec.steps  # no step trained twice
+
+    # 3. SIGTERM stops the sweep and its children; the next start resumes the run
+    (second / "eval.json").unlink()
+    for name in ("result.json", "eval.json"):
+        (out / expand(spec)[-1].id / name).unlink()
+    proc = _sweep_process(spec_path, out)
+    last = out / expand(spec)[-1].id
+    _wait_for(lambda: (second / "eval.json").exists() or proc.poll() is not None)
+    still_running = proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if still_running else 0), output
+    assert _lock_is_free(last), "a child of the stopped sweep is still running"
+    proc = _sweep_process(spec_path, out)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert all(run_state(spec, out / r.id) == "done" for r in expand(spec))
+
+    # 4. the report has every table cell and every figure
+    report = make_report(out, tmp_path / "report", echo=lambda *a: None)
+    assert not report["missing"]
+    for row in report["table"]:
+        for m in ("factor_vae", "wdg", "modularity", "mig", "reconstruction"):
+            assert np.isfinite(row[m][0]) and np.isfinite(row[m][1]), (row["model"], m)
+    figures = set(report["figures"])
+    assert figures == {"figure2_factor_vae_vs_reconstruction.png", "figure3_wdg_violins.png",
+                       "figure4_traversals_dsprites-procedural.png",
+                       "figure5_rank_correlation.png", "figure6_wdg_vs_reconstruction.png",
+                       "figure7_factor_vae_violins.png"}
+    html_text = (tmp_path / "report" / "index.html").read_text()
+    assert all(f in html_text for f in figures)
+
+
+def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
+    from wtc.experiments import run_sweep
+
+    spec = from_dict({"name": "fail", "data": ["dsprites-procedural"],
+                      "data_options": {"dsprites-procedural": {"step": 4}},
+                      "models": ["wae"], "seeds": [1, 2], "steps": 2, "checkpoint_every": 1,
+                      "strengths": {"wae": [1.0]},
+                      "eval": {"repeats": 1, "metrics": ["wdg"],
+                               "sizes": {"num_train": 300, "num_test": 100}}})
+    out = tmp_path / "sweep"
+    broken = out / expand(spec)[0].id
+    broken.mkdir(parents=True)
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")  # resume fails clearly
+    lines = []
+    result = run_sweep(spec, out, jobs=1, echo=lines.append)
+    assert list(result.failed) == [expand(spec)[0].id]
+    assert "corrupt" in result.failed[expand(spec)[0].id]
+    assert result.finished == [expand(spec)[1].id]
+    assert any(line.startswith("  FAILED") for line in lines)
