@@ -221,3 +221,32 @@ def test_conditional_errors(device):
         wtc_ext.conditional_wasserstein(torch.randn(10, 3, device=device),
                                         torch.zeros(10, dtype=torch.long, device=device),
                                         torch.randn(10, 2, device=device))
+
+
+@pytest.mark.parametrize("kind", ["float32-ties", "beyond-float32", "tiny", "mixed"])
+def test_float64_sorting_beyond_float32_keys(kind):
+    # The CPU sort orders float64 values by float32 keys, repairs the order within equal keys,
+    # and falls back to a full 64-bit sort when that repair has too much to do.
+    rng = np.random.default_rng(11)
+    N = 3000
+    if kind == "float32-ties":  # thousands of distinct values behind one float32 key
+        z = 1.0 + rng.permutation(N) * 1e-13
+    elif kind == "beyond-float32":
+        z = rng.normal(size=N) * 1e300
+    elif kind == "tiny":
+        z = rng.normal(size=N) * 1e-310
+    else:  # a short colliding run among ordinary values: repaired, no fallback
+        z = np.concatenate([rng.normal(size=N - 30), 2.0 + rng.permutation(30) * 1e-12])
+        z = rng.permutation(z)
+    v = rng.permutation(z)[: N // 2] * 0.5
+    got = wtc_ext.wasserstein_1d(torch.tensor(z)[None], torch.tensor(v)[None]).item()
+    expected = scipy.stats.wasserstein_distance(z, v)
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    Z = np.stack([z, rng.permutation(z)], 1)
+    labels = rng.integers(0, 5, size=(N, 2))
+    idx = torch.stack([torch.randperm(N, generator=torch.Generator().manual_seed(s))
+                       for s in (1, 2)], 1)
+    tz = torch.tensor(Z)
+    got = wtc_ext.conditional_wasserstein(tz, torch.tensor(labels), reference_index=idx)
+    expected = scipy_conditional(Z, labels, tz.gather(0, idx).numpy())
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-300)

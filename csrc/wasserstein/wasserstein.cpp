@@ -98,17 +98,6 @@ void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
 
 namespace {
 
-// Two sorted unweighted samples of one size: W1 = mean |a_i - b_i| (the quantile functions are
-// step functions on the same grid), the same value as the CDF merge without its branches.
-template <typename T>
-double equal_size_w1(const T* a, const T* b, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    s += std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
-  }
-  return s / static_cast<double>(n);
-}
-
 // Order-preserving maps of floats to unsigned keys (sign bit flipped; negatives inverted).
 inline uint64_t sortable_key(double x) {
   uint64_t bits;
@@ -121,24 +110,54 @@ inline uint32_t sortable_key(float x) {
   return (bits >> 31) ? ~bits : (bits | (uint32_t{1} << 31));
 }
 
+// Rounds to float32 monotonically; out-of-range values saturate to +-inf (a plain cast of those
+// is undefined behaviour).
+template <typename T>
+inline float to_float_key(T v) {
+  constexpr T top = static_cast<T>(std::numeric_limits<float>::max());
+  return v > top ? std::numeric_limits<float>::infinity()
+                 : v < -top ? -std::numeric_limits<float>::infinity() : static_cast<float>(v);
+}
+
 // LSD radix sort of one strided sample on 8-bit digits, skipping digits all keys share:
-// several times faster than std::sort (or at::sort) at the sizes here.
+// several times faster than std::sort (or at::sort) at the sizes here. float64 samples are
+// sorted on float32 keys (rounding is monotonic, so only values sharing a float32 key can be
+// out of order) and then put right by an insertion pass; if that pass has too much to do
+// (many distinct values per float32, e.g. beyond its range) the full 64-bit sort runs instead.
 template <typename T>
 struct RadixSorter {
-  using Key = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
-  std::vector<Key> keys, keys_tmp;
+  std::vector<uint32_t> k32, k32_tmp;
+  std::vector<uint64_t> k64, k64_tmp;
   std::vector<int32_t> rows_tmp;
-  explicit RadixSorter(int64_t N) : keys(N), keys_tmp(N), rows_tmp(N) {}
+  explicit RadixSorter(int64_t N) : k32(N), k32_tmp(N), rows_tmp(N) {}
 
   // values ascending, and the positions (0..N-1) they came from.
   void sort(const T* x, int64_t N, int64_t stride, T* values, int32_t* rows) {
-    if (static_cast<int64_t>(keys.size()) < N) {
-      keys.resize(N);
-      keys_tmp.resize(N);
+    if (static_cast<int64_t>(k32.size()) < N) {
+      k32.resize(N);
+      k32_tmp.resize(N);
       rows_tmp.resize(N);
     }
+    radix(x, N, stride, rows, k32, k32_tmp, [](T v) { return sortable_key(to_float_key(v)); });
+    for (int64_t i = 0; i < N; ++i) values[i] = x[static_cast<int64_t>(rows[i]) * stride];
+    if constexpr (sizeof(T) == 8) {
+      if (!insertion_fix(values, rows, N, /*budget=*/N)) {
+        if (static_cast<int64_t>(k64.size()) < N) {
+          k64.resize(N);
+          k64_tmp.resize(N);
+        }
+        radix(x, N, stride, rows, k64, k64_tmp, [](T v) { return sortable_key(v); });
+        for (int64_t i = 0; i < N; ++i) values[i] = x[static_cast<int64_t>(rows[i]) * stride];
+      }
+    }
+  }
+
+ private:
+  template <typename Key, typename KeyFn>
+  void radix(const T* x, int64_t N, int64_t stride, int32_t* rows, std::vector<Key>& keys,
+             std::vector<Key>& keys_tmp, KeyFn key) {
     for (int64_t i = 0; i < N; ++i) {
-      keys[i] = sortable_key(x[i * stride]);
+      keys[i] = key(x[i * stride]);
       rows[i] = static_cast<int32_t>(i);
     }
     int32_t* cur_rows = rows;
@@ -159,7 +178,25 @@ struct RadixSorter {
       std::swap(cur_rows, tmp_rows);
     }
     if (cur_rows != rows) std::copy(cur_rows, cur_rows + N, rows);
-    for (int64_t i = 0; i < N; ++i) values[i] = x[static_cast<int64_t>(rows[i]) * stride];
+  }
+
+  // Stable insertion sort of a nearly sorted sample; false once more than budget moves.
+  static bool insertion_fix(T* values, int32_t* rows, int64_t N, int64_t budget) {
+    for (int64_t i = 1; i < N; ++i) {
+      if (!(values[i] < values[i - 1])) continue;
+      const T v = values[i];
+      const int32_t r = rows[i];
+      int64_t j = i;
+      while (j > 0 && v < values[j - 1]) {
+        values[j] = values[j - 1];
+        rows[j] = rows[j - 1];
+        --j;
+        if (--budget < 0) return false;
+      }
+      values[j] = v;
+      rows[j] = r;
+    }
+    return true;
   }
 };
 
@@ -243,6 +280,87 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cpu(
   return {grad_u, grad_v};
 }
 
+// The columns of conditional_wasserstein, split over threads. Per column: one sort; then one
+// walk in sorted order scatters each value to its label's running position for every factor
+// (giving every label's sorted sample at once), and with a reference sample a second walk in
+// the reference's sorted order pairs each reference value with the label sample's value of the
+// same rank: equal sizes make W1 the mean of |a_i - b_i| over ranks.
+template <typename scalar_t, typename L>
+void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::Tensor& ref_index,
+                         const L* lab, const std::vector<int64_t>& offsets, int64_t N, int64_t d,
+                         int64_t K, int64_t C, at::Tensor& out, std::atomic<bool>& bad_index) {
+  const scalar_t* pz = z.const_data_ptr<scalar_t>();
+  const scalar_t* pr_values = ref.defined() ? ref.const_data_ptr<scalar_t>() : nullptr;
+  const int64_t* pidx = ref_index.defined() ? ref_index.const_data_ptr<int64_t>() : nullptr;
+  const bool pr = pr_values != nullptr || pidx != nullptr;  // a reference sample is compared
+  scalar_t* po = out.data_ptr<scalar_t>();
+  at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) {
+    RadixSorter<scalar_t> sorter(N);
+    std::vector<scalar_t> zs(N), rs(pr_values ? N : 0), a(N * K);
+    std::vector<int32_t> z_rows(N), r_rows(pr ? N : 0), inverse(pidx ? N : 0);
+    std::vector<int64_t> pos(K * C);
+    std::vector<double> acc(pr ? K * C : 0);
+    auto reset_positions = [&] {
+      for (int64_t k = 0; k < K; ++k) {
+        std::copy(offsets.begin() + k * (C + 1), offsets.begin() + k * (C + 1) + C,
+                  pos.begin() + k * C);
+      }
+    };
+    for (int64_t j = begin; j < end; ++j) {
+      sorter.sort(pz + j, N, d, zs.data(), z_rows.data());  // the one sort of this column
+      const scalar_t* r_sorted = zs.data();
+      if (pidx) {
+        // reference[r, j] = z[index[r, j], j]: its sorted order is z's, through the inverse
+        // permutation, so it needs no sort of its own.
+        std::fill(inverse.begin(), inverse.end(), -1);
+        for (int64_t r = 0; r < N; ++r) {
+          const int64_t src = pidx[r * d + j];
+          if (src < 0 || src >= N || inverse[src] != -1) {
+            bad_index = true;
+            return;
+          }
+          inverse[src] = static_cast<int32_t>(r);
+        }
+        for (int64_t t = 0; t < N; ++t) r_rows[t] = inverse[z_rows[t]];
+      } else if (pr_values) {
+        sorter.sort(pr_values + j, N, d, rs.data(), r_rows.data());
+        r_sorted = rs.data();
+      }
+      // a[k * N + offsets[k][c] + i]: the i-th smallest value of label c of factor k.
+      reset_positions();
+      for (int64_t t = 0; t < N; ++t) {
+        const L* row = lab + static_cast<int64_t>(z_rows[t]) * K;
+        const scalar_t v = zs[t];
+        for (int64_t k = 0; k < K; ++k) a[k * N + pos[k * C + row[k]]++] = v;
+      }
+      if (pr) {
+        reset_positions();
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t t = 0; t < N; ++t) {
+          const L* row = lab + static_cast<int64_t>(r_rows[t]) * K;
+          const double v = static_cast<double>(r_sorted[t]);
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t kc = k * C + row[k];
+            acc[kc] += std::abs(static_cast<double>(a[k * N + pos[kc]++]) - v);
+          }
+        }
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t* off = offsets.data() + k * (C + 1);
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t nc = off[c + 1] - off[c];
+          if (nc == 0) continue;  // empty class: left NaN
+          const double w =
+              pr ? acc[k * C + c] / static_cast<double>(nc)
+                 : merge_w1<scalar_t>(a.data() + k * N + off[c], nullptr, nc, nc, zs.data(),
+                                      nullptr, N, N, nullptr, nullptr, 0.0);
+          po[(j * K + k) * C + c] = static_cast<scalar_t>(w);
+        }
+      }
+    }
+  });
+}
+
 at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor& labels_in,
                                        const std::optional<at::Tensor>& reference,
                                        const std::optional<at::Tensor>& reference_index,
@@ -269,74 +387,23 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
     for (int64_t c = 0; c < C; ++c) offsets[k * (C + 1) + c + 1] += offsets[k * (C + 1) + c];
   }
 
+  // Labels once more, row-major in the narrowest type: each row's K labels share a cache line
+  // and the whole table stays in cache while the columns are walked in sorted order.
   std::atomic<bool> bad_index{false};
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conditional_wasserstein_cpu", [&] {
-    const scalar_t* pz = z.const_data_ptr<scalar_t>();
-    const scalar_t* pr_values = ref.defined() ? ref.const_data_ptr<scalar_t>() : nullptr;
-    const int64_t* pidx = ref_index.defined() ? ref_index.const_data_ptr<int64_t>() : nullptr;
-    const bool pr = pr_values != nullptr || pidx != nullptr;  // a reference sample is compared
-    scalar_t* po = out.data_ptr<scalar_t>();
-    at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) {
-      RadixSorter<scalar_t> sorter(N);
-      std::vector<scalar_t> zs(N), rs(pr ? N : 0), a(N), b(pr ? N : 0);
-      std::vector<int32_t> z_rows(N), r_rows(pr ? N : 0), inverse(pidx ? N : 0);
-      std::vector<int64_t> pos(C);
-      std::vector<int32_t> z_lab(N * K), r_lab(pr ? N * K : 0);
-      for (int64_t j = begin; j < end; ++j) {
-        sorter.sort(pz + j, N, d, zs.data(), z_rows.data());  // the one sort of this column
-        if (pidx) {
-          // reference[r, j] = z[index[r, j], j]: its sorted order is z's, through the inverse
-          // permutation, so it needs no sort of its own.
-          std::fill(inverse.begin(), inverse.end(), -1);
-          for (int64_t r = 0; r < N; ++r) {
-            const int64_t src = pidx[r * d + j];
-            if (src < 0 || src >= N || inverse[src] != -1) {
-              bad_index = true;
-              break;
-            }
-            inverse[src] = static_cast<int32_t>(r);
-          }
-          if (bad_index) return;
-          for (int64_t t = 0; t < N; ++t) r_rows[t] = inverse[z_rows[t]];
-          std::copy(zs.begin(), zs.end(), rs.begin());
-        } else if (pr_values) {
-          sorter.sort(pr_values + j, N, d, rs.data(), r_rows.data());
-        }
-        // Every factor's labels in the column's sorted order, gathered once (row-contiguous).
-        for (int64_t t = 0; t < N; ++t) {
-          const int64_t* row = lab + static_cast<int64_t>(z_rows[t]) * K;
-          for (int64_t k = 0; k < K; ++k) z_lab[k * N + t] = static_cast<int32_t>(row[k]);
-        }
-        if (pr) {
-          for (int64_t t = 0; t < N; ++t) {
-            const int64_t* row = lab + static_cast<int64_t>(r_rows[t]) * K;
-            for (int64_t k = 0; k < K; ++k) r_lab[k * N + t] = static_cast<int32_t>(row[k]);
-          }
-        }
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t* off = offsets.data() + k * (C + 1);
-          // Running per-label counts split the sorted column into sorted per-label samples.
-          std::copy(off, off + C, pos.begin());
-          const int32_t* zl = z_lab.data() + k * N;
-          for (int64_t t = 0; t < N; ++t) a[pos[zl[t]]++] = zs[t];
-          if (pr) {
-            std::copy(off, off + C, pos.begin());
-            const int32_t* rl = r_lab.data() + k * N;
-            for (int64_t t = 0; t < N; ++t) b[pos[rl[t]]++] = rs[t];
-          }
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t nc = off[c + 1] - off[c];
-            if (nc == 0) continue;  // empty class: left NaN
-            const double w =
-                pr ? equal_size_w1(a.data() + off[c], b.data() + off[c], nc)
-                   : merge_w1<scalar_t>(a.data() + off[c], nullptr, nc, nc, zs.data(), nullptr,
-                                        N, N, nullptr, nullptr, 0.0);
-            po[(j * K + k) * C + c] = static_cast<scalar_t>(w);
-          }
-        }
-      }
+  auto run = [&](auto label_tag) {
+    using L = decltype(label_tag);
+    std::vector<L> lab_small(N * K);
+    for (int64_t i = 0; i < N * K; ++i) lab_small[i] = static_cast<L>(lab[i]);
+    AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conditional_wasserstein_cpu", [&] {
+      conditional_columns<scalar_t, L>(z, ref, ref_index, lab_small.data(), offsets, N, d, K, C,
+                                       out, bad_index);
     });
-  });
+  };
+  if (C <= 256) {
+    run(uint8_t{});
+  } else {
+    run(int32_t{});
+  }
   TORCH_CHECK_VALUE(!bad_index, "conditional_wasserstein: reference_index must hold a "
                     "permutation of 0..N-1 in every column");
   return out;

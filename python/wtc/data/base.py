@@ -51,7 +51,7 @@ class GroundTruthDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return math.prod(self.factor_sizes) if self.factor_sizes else 0
 
-    def check_factors(self, factors) -> np.ndarray:
+    def _check_factor_shape(self, factors) -> np.ndarray:
         factors = np.asarray(factors)
         if factors.ndim == 1:
             factors = factors[None]
@@ -60,17 +60,30 @@ class GroundTruthDataset(torch.utils.data.Dataset):
                              f"{self.num_factors}), got {factors.shape}")
         if not np.issubdtype(factors.dtype, np.integer):
             raise ValueError(f"{self.name}: factor classes must be integers, got {factors.dtype}")
+        return factors
+
+    def _range_error(self, factors: np.ndarray) -> None:
         sizes = np.asarray(self.factor_sizes)
         bad = (factors < 0) | (factors >= sizes)
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise ValueError(f"{self.name}: factor '{self.factor_names[col]}' class "
                              f"{factors[row, col]} is out of range [0, {sizes[col]})")
-        return factors.astype(np.int64)
+
+    def check_factors(self, factors) -> np.ndarray:
+        """Factor classes as (n, K) int64; a clear error for a wrong shape, type or class."""
+        factors = self._check_factor_shape(factors)
+        self._range_error(factors)
+        return factors.astype(np.int64, copy=False)
 
     def factors_to_index(self, factors) -> np.ndarray:
-        factors = self.check_factors(factors)
-        return np.ravel_multi_index(tuple(factors.T), self.factor_sizes).astype(np.int64)
+        factors = self._check_factor_shape(factors)
+        try:  # ravel_multi_index checks the ranges itself: the named error only on failure
+            index = np.ravel_multi_index(tuple(factors.T), self.factor_sizes)
+        except ValueError:
+            self._range_error(factors)
+            raise
+        return index.astype(np.int64, copy=False)
 
     def index_to_factors(self, indices) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)

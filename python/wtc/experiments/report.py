@@ -224,7 +224,8 @@ def _plt():
 def scatter_vs_reconstruction(c: Collected, metric: str, path: Path) -> None:
     """Figures 2 and 6: each point one strength, averaged over seeds; upper left is better."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(c.spec.data), figsize=(5.2 * len(c.spec.data), 4.2),
+    width = max(5.2 * len(c.spec.data), 6.5)
+    fig, axes = plt.subplots(1, len(c.spec.data), figsize=(width, 4.6),
                              squeeze=False)
     colors = plt.get_cmap("tab10")
     for ax, data in zip(axes[0], c.spec.data):
@@ -243,8 +244,8 @@ def scatter_vs_reconstruction(c: Collected, metric: str, path: Path) -> None:
         ax.set_ylabel(COLUMNS[metric])
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{COLUMNS[metric]} against reconstruction, one point per strength "
-                 f"(mean over seeds; labels: strength)", fontsize=10)
+    fig.suptitle(f"{COLUMNS[metric]} against reconstruction, one point per strength\n"
+                 "(mean over seeds; labels: strength; upper left is better)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

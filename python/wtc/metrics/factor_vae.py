@@ -20,18 +20,23 @@ class BetaVAEResult(NamedTuple):
     eval_accuracy: float  #: the score
 
 
-def _represent_batches(dataset, represent, factors: np.ndarray, rng, batch_size=4096):
-    """Codes (n, d) of observations of the given factor rows, embedded in batches."""
-    out = []
+def _represent_chunks(dataset, represent, factors: np.ndarray, rng, batch_size=4096):
+    """Codes of observations of the given factor rows, chunk by chunk: (start, (n, d) float64).
+    Consumers reduce each chunk while it is in cache instead of concatenating every code."""
     for start in range(0, len(factors), batch_size):
         x = dataset.sample_observations_from_factors(factors[start:start + batch_size], rng)
         codes = represent(x)
         codes = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else codes
-        out.append(np.asarray(codes, dtype=np.float64))
-    codes = np.concatenate(out)
-    if not np.isfinite(codes).all():
-        raise ValueError("represent returned NaN or infinite codes")
-    return codes
+        codes = np.asarray(codes, dtype=np.float64)
+        if not np.isfinite(codes).all():
+            raise ValueError("represent returned NaN or infinite codes")
+        yield start, codes
+
+
+def _represent_batches(dataset, represent, factors: np.ndarray, rng, batch_size=4096):
+    """Codes (n, d) of observations of the given factor rows, embedded in batches."""
+    return np.concatenate([c for _, c in _represent_chunks(dataset, represent, factors, rng,
+                                                           batch_size)])
 
 
 def _vote_factors(dataset, num_votes, batch_size, rng, balanced):
@@ -66,12 +71,20 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
         return FactorVAEResult(0.0, 0.0, 0)
     d = codes.shape[1]
 
+    active_dims = np.flatnonzero(active)
+    active_variance = variance[active]
+    # whole votes per chunk, so each chunk's variances are complete
+    chunk = batch_size * max(1, 4096 // batch_size)
+
     def votes(n):
         factors, ks = _vote_factors(dataset, n, batch_size, rng, balanced_votes)
-        z = _represent_batches(dataset, represent, factors, rng).reshape(n, batch_size, d)
-        batch_var = torch.from_numpy(z).var(dim=1, correction=1).numpy()  # faster than numpy's
-        ratio = batch_var[:, active] / variance[active]
-        dims = np.flatnonzero(active)[ratio.argmin(axis=1)]
+        dims = np.empty(n, dtype=np.int64)
+        for start, z in _represent_chunks(dataset, represent, factors, rng, chunk):
+            z = z.reshape(-1, batch_size, d)[:, :, active]
+            centred = z - z.mean(axis=1, keepdims=True)
+            batch_var = np.einsum("vbj,vbj->vj", centred, centred) / (batch_size - 1)
+            first = start // batch_size
+            dims[first:first + len(z)] = active_dims[(batch_var / active_variance).argmin(1)]
         return dims, ks
 
     train_dims, train_ks = votes(num_train)
