@@ -246,3 +246,114 @@ def test_sap_matches_a_rederivation():
     result = sap(z[:200], y[:200], z[200:], y[200:])
     assert np.allclose(result.score_matrix, S)
     assert result.score == pytest.approx(np.mean(top[0] - top[1]))
+
+
+# -- disentanglement_lib's draws ----------------------------------------------------------------
+# Transcriptions of disentanglement_lib's loops (evaluation/metrics/factor_vae.py, beta_vae.py,
+# utils.generate_batch_factor_code): one RandomState, one vote or batch at a time.
+
+def _dlib_sample_factors(ds, n, rs):
+    return np.stack([rs.randint(size, size=n) for size in ds.factor_sizes], axis=1)
+
+
+def _dlib_factor_vae(ds, represent, rs, batch_size, num_train, num_eval, num_variance):
+    obs = ds.sample_observations_from_factors(_dlib_sample_factors(ds, num_variance, rs))
+    variances = np.var(np.asarray(represent(obs)), axis=0, ddof=1)
+    active = np.sqrt(variances) >= 0.05
+
+    def votes(n):
+        out = np.zeros((ds.num_factors, len(variances)), dtype=np.int64)
+        for _ in range(n):
+            k = rs.randint(ds.num_factors)
+            f = _dlib_sample_factors(ds, batch_size, rs)
+            f[:, k] = f[0, k]
+            local = np.var(np.asarray(represent(ds.sample_observations_from_factors(f))),
+                           axis=0, ddof=1)
+            out[k, np.argmin(local[active] / variances[active])] += 1
+        return out
+
+    train = votes(num_train)
+    classifier = np.argmax(train, axis=0)
+    cols = np.arange(train.shape[1])
+    train_acc = train[classifier, cols].sum() / train.sum()
+    ev = votes(num_eval)
+    return train_acc, ev[classifier, cols].sum() / ev.sum()
+
+
+def _dlib_beta_vae_points(ds, represent, rs, batch_size, n):
+    points, labels = [], []
+    for _ in range(n):
+        k = rs.randint(ds.num_factors)
+        f1 = _dlib_sample_factors(ds, batch_size, rs)
+        f2 = _dlib_sample_factors(ds, batch_size, rs)
+        f2[:, k] = f1[:, k]
+        z1 = np.asarray(represent(ds.sample_observations_from_factors(f1)))
+        z2 = np.asarray(represent(ds.sample_observations_from_factors(f2)))
+        points.append(np.mean(np.abs(z1 - z2), axis=0))
+        labels.append(k)
+    return np.array(points), np.array(labels)
+
+
+def _entangled(x):
+    # A fixed, deterministic, partly entangled code (float32, like a network's).
+    x = torch.as_tensor(x, dtype=torch.float64)
+    mix = torch.tensor([[1.0, 0.3, 0.0, 0.1], [0.2, 1.0, 0.4, 0.0], [0.0, 0.5, 1.0, 0.6],
+                        [0.7, 0.0, 0.2, 1.0], [0.3, 0.3, 0.3, 0.3]], dtype=torch.float64).T
+    return torch.sin(x @ mix).float()
+
+
+def test_factor_vae_score_with_dlib_sampling_is_dlibs():
+    ds = FactorObservations()
+    ours = factor_vae_score(ds, _entangled, batch_size=16, num_train=300, num_eval=150,
+                            num_variance_estimate=500, seed=3, sampling="dlib")
+    train, ev = _dlib_factor_vae(ds, _entangled, np.random.RandomState(3), 16, 300, 150, 500)
+    assert 0.3 < ev < 1.0  # a case where the votes disagree
+    assert ours.train_accuracy == pytest.approx(train, abs=1e-15)
+    assert ours.eval_accuracy == pytest.approx(ev, abs=1e-15)
+    with pytest.raises(ValueError, match="balanced_votes"):
+        factor_vae_score(ds, _entangled, balanced_votes=True, sampling="dlib")
+    with pytest.raises(ValueError, match="sampling"):
+        factor_vae_score(ds, _entangled, sampling="tf")
+
+
+def test_beta_vae_score_with_dlib_sampling_is_dlibs():
+    from sklearn.linear_model import LogisticRegression
+
+    ds = FactorObservations()
+    ours = beta_vae_score(ds, _entangled, batch_size=8, num_train=120, num_eval=60, seed=4,
+                          sampling="dlib")
+    rs = np.random.RandomState(4)
+    xtr, ytr = _dlib_beta_vae_points(ds, _entangled, rs, 8, 120)
+    model = LogisticRegression(random_state=4, max_iter=1000).fit(xtr, ytr)
+    xte, yte = _dlib_beta_vae_points(ds, _entangled, rs, 8, 60)
+    assert ours.train_accuracy == model.score(xtr, ytr)
+    assert ours.eval_accuracy == model.score(xte, yte)
+
+
+def test_dlib_code_samples_are_generate_batch_factor_code():
+    from wtc.metrics.sampling import dlib_factor_batches
+
+    ds = FactorObservations()
+    rs = np.random.RandomState(0)
+    train = dlib_factor_batches(ds, 100, rs)
+    test = dlib_factor_batches(ds, 37, rs)
+    ref = np.random.RandomState(0)
+    expected = [np.concatenate([_dlib_sample_factors(ds, min(16, n - i), ref)
+                                for i in range(0, n, 16)]) for n in (100, 37)]
+    assert np.array_equal(train, expected[0]) and np.array_equal(test, expected[1])
+
+
+def test_mig_bins_float32_codes_in_float32():
+    # A value that sits on a float32 histogram edge but not on the float64 one: binning in the
+    # codes' precision (as disentanglement_lib does) decides its bin.
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(2000, 2)).astype(np.float32)
+    y = rng.integers(0, 4, size=(2000, 2))
+    bins = np.stack([np.digitize(z[:, j], np.histogram(z[:, j], 20)[1][:-1]) for j in range(2)], 1)
+    assert np.array_equal(discretize(z), bins)
+    from wtc.metrics._utils import as_codes
+
+    assert as_codes(z).dtype == np.float32 and as_codes(z.astype(int)).dtype == np.float64
+    expected = np.array([[sklearn.metrics.mutual_info_score(y[:, k], bins[:, j])
+                          for k in range(2)] for j in range(2)])
+    np.testing.assert_allclose(mig(z, y).mutual_information, expected, rtol=1e-12)

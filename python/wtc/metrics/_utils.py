@@ -10,7 +10,11 @@ import torch
 def as_codes(codes, name: str = "codes") -> np.ndarray:
     if isinstance(codes, torch.Tensor):
         codes = codes.detach().cpu().numpy()
-    codes = np.asarray(codes, dtype=np.float64)
+    codes = np.asarray(codes)
+    # float32 stays float32: disentanglement_lib bins codes in their own precision (histogram
+    # edges in float32), and a value on an edge must land in the same bin.
+    if codes.dtype not in (np.float32, np.float64):
+        codes = codes.astype(np.float64)
     if codes.ndim != 2:
         raise ValueError(f"{name}: expected shape (N, d), got {codes.shape}")
     if not np.isfinite(codes).all():

@@ -5,7 +5,8 @@ seeds seed + 73 i; 12,800 samples for MIG, Modularity and WDG; FactorVAE score w
 votes of batch 64, variances from 12,800 samples, threshold 0.05, votes balanced over factors.
 ``dlib`` (disentanglement_lib's unsupervised study): one evaluation with seed 0; 10,000 samples
 (train) and 5,000 (test); FactorVAE score with a random factor per vote and variances from
-10,000 samples. Both use 20 histogram bins.
+10,000 samples, and every draw disentanglement_lib's, in its order, from RandomState(seed) (see
+wtc.metrics.sampling). Both use 20 histogram bins.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ from wtc.metrics.factor_vae import beta_vae_score, factor_vae_score
 from wtc.metrics.mig import mig
 from wtc.metrics.modularity import modularity, modularity_explicitness
 from wtc.metrics.sap import sap
+from wtc.metrics.sampling import dlib_factor_batches
 from wtc.metrics.wdg import wdg
 
 PROTOCOLS = {
     "paper": dict(repeats=50, seed_stride=73, num_train=12_800, num_test=5_000,
                   votes_train=10_000, votes_eval=5_000, variance_samples=12_800,
-                  balanced_votes=True),
+                  balanced_votes=True, sampling="numpy"),
     "dlib": dict(repeats=1, seed_stride=1, num_train=10_000, num_test=5_000,
                  votes_train=10_000, votes_eval=5_000, variance_samples=10_000,
-                 balanced_votes=False),
+                 balanced_votes=False, sampling="dlib"),
 }
 SIZE_NAMES = ("num_train", "num_test", "votes_train", "votes_eval", "variance_samples")
 METRICS = ("reconstruction", "factor_vae", "beta_vae", "mig", "modularity", "explicitness",
@@ -81,9 +83,18 @@ def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", 
     values = {m: [] for m in metrics}
     seeds = [seed + p["seed_stride"] * i for i in range(repeats)]
     for s in seeds:
-        rng = np.random.default_rng(s)
         needs_codes = {"mig", "modularity", "explicitness", "dci", "sap", "wdg"} & set(metrics)
-        if needs_codes:
+        if needs_codes and p["sampling"] == "dlib":
+            # Every code-based metric of disentanglement_lib starts its own RandomState(seed)
+            # and draws the same train and test sets: draw them once.
+            stream = np.random.RandomState(s)
+            ytr = dlib_factor_batches(dataset, n["num_train"], stream)
+            yte = dlib_factor_batches(dataset, n["num_test"], stream)
+            obs_rng = np.random.default_rng(s)
+            ztr = represent(dataset.sample_observations_from_factors(ytr, obs_rng)).numpy()
+            zte = represent(dataset.sample_observations_from_factors(yte, obs_rng)).numpy()
+        elif needs_codes:
+            rng = np.random.default_rng(s)
             ytr = dataset.sample_factors(n["num_train"], rng)
             yte = dataset.sample_factors(n["num_test"], rng)
             ztr = represent(dataset.sample_observations_from_factors(ytr, rng)).numpy()
@@ -95,10 +106,12 @@ def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", 
                 v = factor_vae_score(dataset, represent, num_train=n["votes_train"],
                                      num_eval=n["votes_eval"],
                                      num_variance_estimate=n["variance_samples"],
-                                     balanced_votes=p["balanced_votes"], seed=s).eval_accuracy
+                                     balanced_votes=p["balanced_votes"], seed=s,
+                                     sampling=p["sampling"]).eval_accuracy
             elif m == "beta_vae":
                 v = beta_vae_score(dataset, represent, num_train=n["votes_train"],
-                                   num_eval=n["votes_eval"], seed=s).eval_accuracy
+                                   num_eval=n["votes_eval"], seed=s,
+                                   sampling=p["sampling"]).eval_accuracy
             elif m == "mig":
                 v = mig(ztr, ytr).score
             elif m == "modularity":

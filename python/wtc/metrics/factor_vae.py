@@ -8,6 +8,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from wtc.metrics.sampling import (check_sampling, dlib_beta_vae_factors, dlib_sample_factors,
+                                  dlib_vote_factors)
+
 
 class FactorVAEResult(NamedTuple):
     train_accuracy: float
@@ -39,6 +42,17 @@ def _represent_batches(dataset, represent, factors: np.ndarray, rng, batch_size=
                                                            batch_size)])
 
 
+def _rngs(seed: int, sampling: str):
+    """(the draws' generator, the observations' generator). disentanglement_lib's images depend
+    only on the factors (SmallNORB's choice among matching images aside, which gets its own
+    generator), so the dlib stream is not shared with them."""
+    check_sampling(sampling)
+    if sampling == "dlib":
+        return np.random.RandomState(seed), np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
+    return rng, rng
+
+
 def _vote_factors(dataset, num_votes, batch_size, rng, balanced):
     """Factor rows (num_votes * batch_size, K) with one factor fixed per vote, and that factor."""
     K = dataset.num_factors
@@ -56,15 +70,24 @@ def _vote_factors(dataset, num_votes, batch_size, rng, balanced):
 def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int = 10_000,
                      num_eval: int = 5_000, num_variance_estimate: int = 10_000,
                      prune_threshold: float = 0.05, balanced_votes: bool = False,
-                     seed: int = 0) -> FactorVAEResult:
+                     seed: int = 0, sampling: str = "numpy") -> FactorVAEResult:
     """Each vote fixes one factor over a batch, and votes (factor, the active code dim with the
     least variance relative to its global variance (ddof 1)); the classifier maps each dim to its
     majority factor. Accuracy on the training votes and on fresh evaluation votes (the score).
     Active dims have global std >= prune_threshold; none active gives 0. Reports the real number
-    of active dims (the reference reports the mask length)."""
-    rng = np.random.default_rng(seed)
+    of active dims (the reference reports the mask length). ``sampling="dlib"`` draws every
+    sample as disentanglement_lib does (:mod:`wtc.metrics.sampling`; votes not balanced)."""
+    check_sampling(sampling)
+    if sampling == "dlib" and balanced_votes:
+        raise ValueError("balanced_votes: disentanglement_lib's sampling draws a random factor "
+                         "per vote; pass balanced_votes=False with sampling='dlib'")
+    rng, obs_rng = _rngs(seed, sampling)
+    if sampling == "dlib":
+        variance_factors = dlib_sample_factors(dataset, num_variance_estimate, rng)
+    else:
+        variance_factors = dataset.sample_factors(num_variance_estimate, rng)
     K = dataset.num_factors
-    codes = _represent_batches(dataset, represent, dataset.sample_factors(num_variance_estimate, rng), rng)
+    codes = _represent_batches(dataset, represent, variance_factors, obs_rng)
     variance = codes.var(axis=0, ddof=1)
     active = np.sqrt(variance) >= prune_threshold
     if not active.any():
@@ -77,9 +100,12 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
     chunk = batch_size * max(1, 4096 // batch_size)
 
     def votes(n):
-        factors, ks = _vote_factors(dataset, n, batch_size, rng, balanced_votes)
+        if sampling == "dlib":
+            factors, ks = dlib_vote_factors(dataset, n, batch_size, rng)
+        else:
+            factors, ks = _vote_factors(dataset, n, batch_size, rng, balanced_votes)
         dims = np.empty(n, dtype=np.int64)
-        for start, z in _represent_chunks(dataset, represent, factors, rng, chunk):
+        for start, z in _represent_chunks(dataset, represent, factors, obs_rng, chunk):
             z = z.reshape(-1, batch_size, d)[:, :, active]
             centred = z - z.mean(axis=1, keepdims=True)
             batch_var = np.einsum("vbj,vbj->vj", centred, centred) / (batch_size - 1)
@@ -98,22 +124,27 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
 
 
 def beta_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int = 10_000,
-                   num_eval: int = 5_000, seed: int = 0) -> BetaVAEResult:
+                   num_eval: int = 5_000, seed: int = 0, sampling: str = "numpy"
+                   ) -> BetaVAEResult:
     """Each point fixes a factor k across two batches; its feature is mean |code1 - code2| over
-    the batch, its label k; a default LogisticRegression's accuracy on train and eval points."""
+    the batch, its label k; a default LogisticRegression's accuracy on train and eval points.
+    ``sampling="dlib"`` draws every point as disentanglement_lib does."""
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(seed)
+    rng, obs_rng = _rngs(seed, sampling)
     K = dataset.num_factors
 
     def points(n):
-        ks = rng.integers(0, K, n)
-        f1 = dataset.sample_factors(n * batch_size, rng).reshape(n, batch_size, K)
-        f2 = dataset.sample_factors(n * batch_size, rng).reshape(n, batch_size, K)
-        rows = np.arange(n)
-        f2[rows, :, ks] = f1[rows, :, ks]
-        z1 = _represent_batches(dataset, represent, f1.reshape(-1, K), rng)
-        z2 = _represent_batches(dataset, represent, f2.reshape(-1, K), rng)
+        if sampling == "dlib":
+            f1, f2, ks = dlib_beta_vae_factors(dataset, n, batch_size, rng)
+        else:
+            ks = rng.integers(0, K, n)
+            f1 = dataset.sample_factors(n * batch_size, rng).reshape(n, batch_size, K)
+            f2 = dataset.sample_factors(n * batch_size, rng).reshape(n, batch_size, K)
+            rows = np.arange(n)
+            f2[rows, :, ks] = f1[rows, :, ks]
+        z1 = _represent_batches(dataset, represent, f1.reshape(-1, K), obs_rng)
+        z2 = _represent_batches(dataset, represent, f2.reshape(-1, K), obs_rng)
         features = np.abs(z1 - z2).reshape(n, batch_size, -1).mean(axis=1)
         return features, ks
 
