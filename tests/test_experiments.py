@@ -12,12 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from wtc.cli import main as cli
-from wtc.experiments import (SpecError, SweepError, SweepSpec, collect, expand, load_spec,
-                             make_report, table1)
+from wtc.experiments import (
+    SpecError,
+    SweepError,
+    SweepSpec,
+    collect,
+    expand,
+    load_spec,
+    make_report,
+    table1,
+)
 from wtc.experiments.report import rank_correlations
-from wtc.experiments.spec import EvalSpec, from_dict, override
+from wtc.experiments.spec import from_dict, override
 from wtc.experiments.sweep import FORMAT, expected_eval, prepare, run_state
 
 ROOT = Path(__file__).resolve().parents[1]

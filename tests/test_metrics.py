@@ -7,11 +7,20 @@ import numpy as np
 import pytest
 import sklearn.metrics
 import torch
-
 from wtc.data.base import GroundTruthDataset
-from wtc.metrics import beta_vae_score, dci, factor_vae_score, mig, modularity_explicitness, sap
+from wtc.metrics import (
+    beta_vae_score,
+    dci,
+    factor_vae_score,
+    mig,
+    modularity_explicitness,
+    sap,
+)
 from wtc.metrics._utils import discretize, mutual_information
-from wtc.metrics.dci import completeness_from_importance, disentanglement_from_importance
+from wtc.metrics.dci import (
+    completeness_from_importance,
+    disentanglement_from_importance,
+)
 from wtc.metrics.modularity import modularity_score
 
 SIZES = (3, 4, 5)

@@ -403,7 +403,7 @@ def make_report(sweep_dir, out, select_by: str = "factor_vae", device: str | Non
     if missing_lines:
         md += ["## Runs without a complete evaluation (left out of every number above)", ""]
         md += missing_lines + [""]
-    md += [f"## Figures", ""]
+    md += ["## Figures", ""]
     for name, caption in figures:
         md += [f"![{caption}]({name})", "", caption, ""]
     md += notes
@@ -428,7 +428,7 @@ def _traversals(run_dir: Path, path: Path, device, title: str) -> None:
     from wtc.report import save_traversals
     from wtc.train import load_run
 
-    model, config, dataset = load_run(run_dir, device=device)
+    model, _, dataset = load_run(run_dir, device=device)
     save_traversals(model, dataset, path, title=title)
 
 

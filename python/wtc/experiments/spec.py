@@ -77,7 +77,7 @@ class SweepSpec:
     def strength_values(self, model: str) -> list:
         return [float(v) for v in self.strengths.get(model, PAPER_STRENGTHS[model])]
 
-    def validate(self) -> "SweepSpec":
+    def validate(self) -> SweepSpec:
         from wtc.data import NAMES
         from wtc.metrics.evaluate import METRICS, PROTOCOLS, SIZE_NAMES
 

@@ -204,7 +204,7 @@ class _Sweep:
     def __init__(self, spec, out, runs, jobs, devices, threads, echo):
         self.spec, self.out, self.runs, self.jobs = spec, out, runs, jobs
         self.threads, self.echo = threads, echo
-        self.slots = list(devices[i % len(devices)] for i in range(jobs))
+        self.slots = [devices[i % len(devices)] for i in range(jobs)]
         self.free = list(self.slots)
         self.lock = threading.Lock()
         self.available = threading.Condition(self.lock)

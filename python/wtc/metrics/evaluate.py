@@ -18,8 +18,8 @@ from wtc.metrics.dci import dci
 from wtc.metrics.factor_vae import beta_vae_score, factor_vae_score
 from wtc.metrics.mig import mig
 from wtc.metrics.modularity import modularity, modularity_explicitness
-from wtc.metrics.sap import sap
 from wtc.metrics.sampling import dlib_factor_batches
+from wtc.metrics.sap import sap
 from wtc.metrics.wdg import wdg
 
 PROTOCOLS = {

@@ -8,8 +8,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from wtc.metrics.sampling import (check_sampling, dlib_beta_vae_factors, dlib_sample_factors,
-                                  dlib_vote_factors)
+from wtc.metrics.sampling import (
+    check_sampling,
+    dlib_beta_vae_factors,
+    dlib_sample_factors,
+    dlib_vote_factors,
+)
 
 
 class FactorVAEResult(NamedTuple):

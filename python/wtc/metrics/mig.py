@@ -6,7 +6,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from wtc.metrics._utils import as_codes, as_factors, discretize, entropies, mutual_information
+from wtc.metrics._utils import (
+    as_codes,
+    as_factors,
+    discretize,
+    entropies,
+    mutual_information,
+)
 
 
 class MIGResult(NamedTuple):
