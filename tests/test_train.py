@@ -158,3 +158,37 @@ def test_demo_writes_its_report(tmp_path):
     assert "| wtc-vae |" in report and "WDG" in report
     for name in ("wtc-vae", "beta-vae"):
         assert (tmp_path / "demo" / f"{name}-traversals.png").exists()
+
+
+def test_tensorboard_gets_every_logged_term_when_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    events = []
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter
+        def __init__(self, log_dir, purge_step=None):
+            events.append(("open", log_dir, purge_step))
+
+        def add_scalar(self, tag, value, step):
+            events.append((tag, step, value))
+
+        def close(self):
+            events.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
+                        types.SimpleNamespace(SummaryWriter=Writer))
+    run = tmp_path / "run"
+    train(config(model="wtc-vae", steps=4, log_every=2, checkpoint_every=2), run)
+    assert events[0] == ("open", str(run / "tensorboard"), None)
+    assert events[-1] == ("close",)
+    logged = read_log(run)
+    for step in (2, 4):
+        for tag in ("loss", "reconstruction", "wtc", "critic_loss"):
+            assert (tag, step, pytest.approx(logged[step][tag])) in events
+    events.clear()
+    train(config(model="wtc-vae", steps=6, log_every=2, checkpoint_every=2), run, resume=True)
+    assert events[0] == ("open", str(run / "tensorboard"), 4)  # purges what came after step 4
+    events.clear()
+    train(config(model="wtc-vae", steps=2, tensorboard=False), tmp_path / "off")
+    assert events == []

@@ -29,7 +29,8 @@ RESULT = "result.json"
 FORMAT = "wtc-checkpoint-v1"
 # Settings a resumed run may change; everything else must match the run being resumed.
 RESUMABLE_CHANGES = {"steps", "device", "progress", "log_every", "checkpoint_every",
-                     "eval_samples"}
+                     "eval_samples", "tensorboard"}
+TENSORBOARD_DIR = "tensorboard"
 
 
 class TrainingError(RuntimeError):
@@ -57,6 +58,7 @@ class TrainConfig:
     log_every: int = 100
     eval_samples: int = 2048  # images for the final reconstruction error
     progress: bool = True
+    tensorboard: bool = True  # also log to RUN/tensorboard when the tensorboard package is there
 
     def strengths(self) -> dict:
         out = {}
@@ -241,6 +243,7 @@ class Trainer:
             data_rng = np.random.default_rng(config.seed)
             start = 0
         checked = start
+        writer = self._tensorboard(start)
         log = open(self.out / LOG, "a")
         bar = None
         if config.progress:
@@ -267,6 +270,10 @@ class Trainer:
                               "steps_per_s": rate}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
+                    if writer is not None:
+                        for key, value in record.items():
+                            if key != "step":
+                                writer.add_scalar(key, value, done)
                     if bar is not None:
                         bar.set_postfix({k: f"{record[k]:.3g}" for k in
                                          ("loss", "reconstruction", "kl", "tc", "wtc", "w1")
@@ -277,10 +284,23 @@ class Trainer:
                     bar.update(1)
         finally:
             log.close()
+            if writer is not None:
+                writer.close()
             if bar is not None:
                 bar.close()
         result = self.finish()
         return result
+
+    def _tensorboard(self, start: int):
+        if not self.config.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the tensorboard package is optional; log.jsonl has everything
+            return None
+        # purge_step drops events a killed run logged after its last checkpoint
+        return SummaryWriter(log_dir=str(self.out / TENSORBOARD_DIR),
+                             purge_step=start if start else None)
 
     def finish(self) -> dict:
         """Reconstruction error on a fixed sample and a reconstructions image."""
