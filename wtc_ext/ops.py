@@ -333,17 +333,21 @@ def _as_labels(labels: torch.Tensor, n: int, device) -> tuple[torch.Tensor, list
     labels = labels.to(device=device, dtype=torch.int64)
     if labels.numel() == 0:
         return labels.contiguous(), [0] * labels.shape[1]
-    low = labels.min(0).values
-    span = int((labels.max(0).values - low).max()) + 1
+    low, high = torch.aminmax(labels, dim=0)
+    span = int((high - low).max()) + 1
     if span <= 4 * n + 1024:
         # Small ranges (the usual factor classes): ranks by counting, no sort.
-        shifted = labels - low
+        shifted = labels - low if bool((low != 0).any()) else labels
         offsets = torch.arange(labels.shape[1], device=device) * span
         present = torch.bincount((shifted + offsets).flatten(),
                                  minlength=span * labels.shape[1]).view(-1, span) > 0
+        counts = present.sum(1)
+        if bool((counts == high - low + 1).all()):
+            # every value between each factor's min and max occurs: the ranks are the values
+            return shifted.contiguous(), counts.tolist()
         rank = present.cumsum(1) - 1
         classes = rank.gather(1, shifted.T).T
-        return classes.contiguous(), present.sum(1).tolist()
+        return classes.contiguous(), counts.tolist()
     columns, counts = [], []
     for k in range(labels.shape[1]):
         values, inverse = torch.unique(labels[:, k], return_inverse=True)

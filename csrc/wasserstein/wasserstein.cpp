@@ -80,17 +80,21 @@ void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
                       "conditional_wasserstein: reference must match z's shape, device and "
                       "dtype, got ", reference->sizes());
   }
+  // A finite sum means every value is finite (NaN and inf propagate); only a non-finite sum,
+  // which an overflow can also give, needs the elementwise pass.
+  auto all_finite = [](const at::Tensor& t) {
+    return at::isfinite(t.sum()).item<bool>() || at::isfinite(t).all().item<bool>();
+  };
   if (z.numel() > 0) {
-    TORCH_CHECK_VALUE(at::isfinite(z).all().item<bool>(),
-                      "conditional_wasserstein: z has NaN or infinite values");
+    TORCH_CHECK_VALUE(all_finite(z), "conditional_wasserstein: z has NaN or infinite values");
     if (reference.has_value()) {
-      TORCH_CHECK_VALUE(at::isfinite(*reference).all().item<bool>(),
+      TORCH_CHECK_VALUE(all_finite(*reference),
                         "conditional_wasserstein: reference has NaN or infinite values");
     }
   }
   if (labels.numel() > 0) {
-    TORCH_CHECK_VALUE(labels.min().item<int64_t>() >= 0 &&
-                          labels.max().item<int64_t>() < num_classes,
+    const auto [low, high] = at::aminmax(labels);
+    TORCH_CHECK_VALUE(low.item<int64_t>() >= 0 && high.item<int64_t>() < num_classes,
                       "conditional_wasserstein: labels must lie in [0, num_classes = ",
                       num_classes, ")");
   }
@@ -119,7 +123,7 @@ inline float to_float_key(T v) {
                  : v < -top ? -std::numeric_limits<float>::infinity() : static_cast<float>(v);
 }
 
-// LSD radix sort of one strided sample on 8-bit digits, skipping digits all keys share:
+// LSD radix sort of one strided sample on 11-bit digits, skipping digits all keys share:
 // several times faster than std::sort (or at::sort) at the sizes here. float64 samples are
 // sorted on float32 keys (rounding is monotonic, so only values sharing a float32 key can be
 // out of order) and then put right by an insertion pass; if that pass has too much to do
@@ -129,6 +133,7 @@ struct RadixSorter {
   std::vector<uint32_t> k32, k32_tmp;
   std::vector<uint64_t> k64, k64_tmp;
   std::vector<int32_t> rows_tmp;
+  std::vector<int64_t> counts = std::vector<int64_t>((1 << 11) + 1);
   explicit RadixSorter(int64_t N) : k32(N), k32_tmp(N), rows_tmp(N) {}
 
   // values ascending, and the positions (0..N-1) they came from.
@@ -164,13 +169,16 @@ struct RadixSorter {
     int32_t* tmp_rows = rows_tmp.data();
     Key* cur = keys.data();
     Key* tmp = keys_tmp.data();
-    for (int shift = 0; shift < static_cast<int>(8 * sizeof(Key)); shift += 8) {
-      int64_t count[257] = {0};
-      for (int64_t i = 0; i < N; ++i) ++count[((cur[i] >> shift) & 0xFF) + 1];
-      if (N == 0 || count[((cur[0] >> shift) & 0xFF) + 1] == N) continue;  // a no-op pass
-      for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+    constexpr int kBits = 11;  // 3 passes for 32-bit keys: a quarter faster than 4 of 8 bits
+    constexpr Key kMask = (Key{1} << kBits) - 1;
+    int64_t* count = counts.data();
+    for (int shift = 0; shift < static_cast<int>(8 * sizeof(Key)); shift += kBits) {
+      std::fill(counts.begin(), counts.end(), 0);
+      for (int64_t i = 0; i < N; ++i) ++count[((cur[i] >> shift) & kMask) + 1];
+      if (N == 0 || count[((cur[0] >> shift) & kMask) + 1] == N) continue;  // a no-op pass
+      for (int b = 0; b < (1 << kBits); ++b) count[b + 1] += count[b];
       for (int64_t i = 0; i < N; ++i) {
-        const int64_t dst = count[(cur[i] >> shift) & 0xFF]++;
+        const int64_t dst = count[(cur[i] >> shift) & kMask]++;
         tmp[dst] = cur[i];
         tmp_rows[dst] = cur_rows[i];
       }
@@ -280,6 +288,13 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cpu(
   return {grad_u, grad_v};
 }
 
+// Row-major or column-major tensors stay as they are; anything else is made row-major.
+at::Tensor strided_2d(const at::Tensor& t) {
+  const bool row_major = t.stride(1) == 1 && t.stride(0) == t.size(1);
+  const bool column_major = t.stride(0) == 1 && t.stride(1) == t.size(0);
+  return row_major || column_major ? t : t.contiguous();
+}
+
 // The columns of conditional_wasserstein, split over threads. Per column: one sort; then one
 // walk in sorted order scatters each value to its label's running position for every factor
 // (giving every label's sorted sample at once), and with a reference sample a second walk in
@@ -292,6 +307,10 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
   const scalar_t* pz = z.const_data_ptr<scalar_t>();
   const scalar_t* pr_values = ref.defined() ? ref.const_data_ptr<scalar_t>() : nullptr;
   const int64_t* pidx = ref_index.defined() ? ref_index.const_data_ptr<int64_t>() : nullptr;
+  const int64_t z_row = z.stride(0), z_col = z.stride(1);
+  const int64_t r_row = ref.defined() ? ref.stride(0) : 0, r_col = ref.defined() ? ref.stride(1) : 0;
+  const int64_t i_row = ref_index.defined() ? ref_index.stride(0) : 0;
+  const int64_t i_col = ref_index.defined() ? ref_index.stride(1) : 0;
   const bool pr = pr_values != nullptr || pidx != nullptr;  // a reference sample is compared
   scalar_t* po = out.data_ptr<scalar_t>();
   at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) {
@@ -307,14 +326,14 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
       }
     };
     for (int64_t j = begin; j < end; ++j) {
-      sorter.sort(pz + j, N, d, zs.data(), z_rows.data());  // the one sort of this column
+      sorter.sort(pz + j * z_col, N, z_row, zs.data(), z_rows.data());  // this column's sort
       const scalar_t* r_sorted = zs.data();
       if (pidx) {
         // reference[r, j] = z[index[r, j], j]: its sorted order is z's, through the inverse
         // permutation, so it needs no sort of its own.
         std::fill(inverse.begin(), inverse.end(), -1);
         for (int64_t r = 0; r < N; ++r) {
-          const int64_t src = pidx[r * d + j];
+          const int64_t src = pidx[r * i_row + j * i_col];
           if (src < 0 || src >= N || inverse[src] != -1) {
             bad_index = true;
             return;
@@ -323,7 +342,7 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
         }
         for (int64_t t = 0; t < N; ++t) r_rows[t] = inverse[z_rows[t]];
       } else if (pr_values) {
-        sorter.sort(pr_values + j, N, d, rs.data(), r_rows.data());
+        sorter.sort(pr_values + j * r_col, N, r_row, rs.data(), r_rows.data());
         r_sorted = rs.data();
       }
       // a[k * N + offsets[k][c] + i]: the i-th smallest value of label c of factor k.
@@ -368,11 +387,13 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
   check_conditional_args(z_in, labels_in, reference, reference_index, num_classes);
   TORCH_CHECK_VALUE(z_in.size(0) <= std::numeric_limits<int32_t>::max(),
                     "conditional_wasserstein: at most 2^31 - 1 rows");
-  const at::Tensor z = z_in.contiguous();
+  // z, reference and reference_index are read column by column through their strides: a
+  // column-major view (the transpose of a (d, N) tensor) is read contiguously, as is.
+  const at::Tensor z = strided_2d(z_in);
   const at::Tensor labels = labels_in.contiguous();
-  const at::Tensor ref = reference.has_value() ? reference->contiguous() : at::Tensor();
+  const at::Tensor ref = reference.has_value() ? strided_2d(*reference) : at::Tensor();
   const at::Tensor ref_index =
-      reference_index.has_value() ? reference_index->contiguous() : at::Tensor();
+      reference_index.has_value() ? strided_2d(*reference_index) : at::Tensor();
   const int64_t N = z.size(0), d = z.size(1), K = labels.size(1), C = num_classes;
   at::Tensor out = at::full({d, K, C}, NAN, z.options());
   if (N == 0 || d == 0 || K == 0) return out;

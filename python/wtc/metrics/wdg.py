@@ -40,19 +40,22 @@ class WDGResult(NamedTuple):
 
 
 def _as_codes(codes) -> torch.Tensor:
+    """Codes as float64 columns: (d, N), contiguous, so that each column is read in order."""
     z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes))
     if z.dim() != 2:
         raise ValueError(f"wdg: expected codes of shape (N, d), got {tuple(z.shape)}")
     if not (z.dtype.is_floating_point or z.dtype in (torch.int32, torch.int64)):
         raise ValueError(f"wdg: codes must be numeric, got {z.dtype}")
-    z = z.detach().to(torch.float64)
     if z.shape[1] < 2:
         raise ValueError(f"wdg: needs at least 2 latent dims (a gap between two), got {z.shape[1]}")
     if z.shape[0] < 2:
         raise ValueError(f"wdg: needs at least 2 samples, got {z.shape[0]}")
-    if not torch.isfinite(z).all():
+    columns = torch.empty((z.shape[1], z.shape[0]), dtype=torch.float64, device=z.device)
+    columns.copy_(z.detach().t())  # converts and transposes in one pass
+    # a finite sum means finite values; a non-finite one may be an overflow: look closer
+    if not torch.isfinite(columns.sum()) and not torch.isfinite(columns).all():
         raise ValueError("wdg: codes contain NaN or infinite values")
-    return z
+    return columns
 
 
 def _as_factors(factors, n: int, device) -> torch.Tensor:
@@ -74,6 +77,13 @@ def scale_by_range(z: torch.Tensor) -> torch.Tensor:
     return z / torch.where(span > 0, span, torch.ones_like(span))
 
 
+def _scale_columns_(columns: torch.Tensor) -> torch.Tensor:
+    """scale_by_range on (d, N) columns, in place."""
+    low, high = torch.aminmax(columns, dim=1)
+    span = high - low
+    return columns.div_(torch.where(span > 0, span, torch.ones_like(span))[:, None])
+
+
 def permuted_reference(z: torch.Tensor, seed: int, return_index: bool = False):
     """The marginal's sample of the paper variant: every column of z permuted independently."""
     generator = torch.Generator(device=z.device).manual_seed(int(seed))
@@ -91,13 +101,19 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
     """
     if variant not in VARIANTS:
         raise ValueError(f"wdg: variant must be one of {VARIANTS}, got {variant!r}")
-    z = _as_codes(codes)
-    y = _as_factors(factors, z.shape[0], z.device)
-    z = scale_by_range(z)
-    index = permuted_reference(z, seed, return_index=True)[1] if variant == "paper" else None
+    columns = _scale_columns_(_as_codes(codes))  # (d, N)
+    y = _as_factors(factors, columns.shape[1], columns.device)
+    index = None
+    if variant == "paper":
+        # permute_dims of the (N, d) codes, computed on (d, N, 1) columns: the same column
+        # streams give the same permutations, written contiguously (permuted_reference's).
+        generator = torch.Generator(device=columns.device).manual_seed(int(seed))
+        index = wtc_ext.permute_dims(columns.unsqueeze(-1), generator=generator,
+                                     return_index=True)[1].squeeze(-1).t()
     # (d, K, C), NaN for absent classes; the permuted reference is given by its index, so its
-    # sorted order comes from z's (one sort per column in all).
-    W = wtc_ext.conditional_wasserstein(z, y, reference_index=index)
+    # sorted order comes from z's (one sort per column in all). Column-major views: the kernel
+    # reads each column contiguously.
+    W = wtc_ext.conditional_wasserstein(columns.t(), y, reference_index=index)
     matrix = torch.nanmean(W, dim=2)  # (d, K)
     top2 = matrix.topk(2, dim=0).values  # (2, K)
     gaps = top2[0] - top2[1]
