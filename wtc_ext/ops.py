@@ -206,26 +206,8 @@ def _mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, ce
             [b.new_empty(b.shape) for b in biases], p.new_empty(p.shape), q.new_empty(q.shape))
 
 
-def _mlp_critic_loss_setup_context(ctx, inputs, output):
-    loss, w1, gp, grad_w, grad_b, grad_p, grad_q = output
-    ctx.num_layers = len(grad_w)
-    ctx.mark_non_differentiable(w1, gp)
-    ctx.save_for_backward(*grad_w, *grad_b, grad_p, grad_q)
-
-
-def _mlp_critic_loss_backward(ctx, grad_loss, *unused):
-    if ctx.num_layers == 0:
-        raise RuntimeError("mlp_critic_loss: gradients were not computed in the forward "
-                           "(called without grad mode or without inputs that require grad)")
-    saved = ctx.saved_tensors
-    L = ctx.num_layers
-    saved = [t * grad_loss for t in saved]
-    return (saved[2 * L], saved[2 * L + 1], None, list(saved[:L]), list(saved[L:2 * L]),
-            None, None, None, None)
-
-
-torch.library.register_autograd("wtc_ext::mlp_critic_loss", _mlp_critic_loss_backward,
-                                setup_context=_mlp_critic_loss_setup_context)
+# Autograd is registered in C++ (csrc/critic/mlp_critic.cpp): the backward only scales the
+# gradients the forward computed.
 
 
 # ----------------------------------------------------------------------------------------------
