@@ -366,3 +366,20 @@ def test_mig_bins_float32_codes_in_float32():
     expected = np.array([[sklearn.metrics.mutual_info_score(y[:, k], bins[:, j])
                           for k in range(2)] for j in range(2)])
     np.testing.assert_allclose(mig(z, y).mutual_information, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("where", ["variance", "votes"])
+def test_factor_vae_score_rejects_non_finite_codes(where):
+    ds = FactorObservations()
+    calls = []
+
+    def represent(x):
+        calls.append(len(x))
+        z = x.clone()
+        # the first call embeds the variance sample; later calls the votes
+        if (where == "variance") == (len(calls) == 1):
+            z[5, 1] = float("nan") if where == "variance" else float("inf")
+        return z
+
+    with pytest.raises(ValueError, match="NaN or infinite codes"):
+        factor_vae_score(ds, represent, num_train=50, num_eval=20, num_variance_estimate=300)

@@ -27,16 +27,21 @@ class BetaVAEResult(NamedTuple):
     eval_accuracy: float  #: the score
 
 
-def _represent_chunks(dataset, represent, factors: np.ndarray, rng, batch_size=4096):
+NON_FINITE = "represent returned NaN or infinite codes"
+
+
+def _represent_chunks(dataset, represent, factors: np.ndarray, rng, batch_size=4096,
+                      check=True):
     """Codes of observations of the given factor rows, chunk by chunk: (start, (n, d) float64).
-    Consumers reduce each chunk while it is in cache instead of concatenating every code."""
+    Consumers reduce each chunk while it is in cache instead of concatenating every code; with
+    check=False they check their reductions for NaN instead (a NaN code propagates)."""
     for start in range(0, len(factors), batch_size):
         x = dataset.sample_observations_from_factors(factors[start:start + batch_size], rng)
         codes = represent(x)
         codes = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else codes
         codes = np.asarray(codes, dtype=np.float64)
-        if not np.isfinite(codes).all():
-            raise ValueError("represent returned NaN or infinite codes")
+        if check and not np.isfinite(codes).all():
+            raise ValueError(NON_FINITE)
         yield start, codes
 
 
@@ -109,12 +114,16 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
         else:
             factors, ks = _vote_factors(dataset, n, batch_size, rng, balanced_votes)
         dims = np.empty(n, dtype=np.int64)
-        for start, z in _represent_chunks(dataset, represent, factors, obs_rng, chunk):
-            z = z.reshape(-1, batch_size, d)[:, :, active]
+        for start, z in _represent_chunks(dataset, represent, factors, obs_rng, chunk,
+                                          check=False):
+            z = z.reshape(-1, batch_size, d)
             centred = z - z.mean(axis=1, keepdims=True)
             batch_var = np.einsum("vbj,vbj->vj", centred, centred) / (batch_size - 1)
+            if not np.isfinite(batch_var).all():  # a non-finite code makes its variance so
+                raise ValueError(NON_FINITE)
             first = start // batch_size
-            dims[first:first + len(z)] = active_dims[(batch_var / active_variance).argmin(1)]
+            ratio = batch_var[:, active] / active_variance
+            dims[first:first + len(z)] = active_dims[ratio.argmin(1)]
         return dims, ks
 
     train_dims, train_ks = votes(num_train)
