@@ -117,8 +117,9 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
         for start, z in _represent_chunks(dataset, represent, factors, obs_rng, chunk,
                                           check=False):
             z = z.reshape(-1, batch_size, d)
-            centred = z - z.mean(axis=1, keepdims=True)
-            batch_var = np.einsum("vbj,vbj->vj", centred, centred) / (batch_size - 1)
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite codes: raised below
+                centred = z - z.mean(axis=1, keepdims=True)
+                batch_var = np.einsum("vbj,vbj->vj", centred, centred) / (batch_size - 1)
             if not np.isfinite(batch_var).all():  # a non-finite code makes its variance so
                 raise ValueError(NON_FINITE)
             first = start // batch_size
