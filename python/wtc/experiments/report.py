@@ -240,6 +240,9 @@ def scatter_vs_reconstruction(c: Collected, metric: str, path: Path) -> None:
                 ax.annotate(f"{vi:g}", (xi, yi), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
         ax.set_title(data)
+        xs = [x for line in ax.get_lines() for x in line.get_xdata()]
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 3:  # one collapsed setting squeezes the rest
+            ax.set_xscale("log")
         ax.set_xlabel("reconstruction error (lower is better)")
         ax.set_ylabel(COLUMNS[metric])
         ax.grid(alpha=0.3)
