@@ -10,8 +10,8 @@ import sklearn.metrics
 import torch
 
 from wtc.data.base import GroundTruthDataset
-from wtc.metrics import factor_vae_score, mig, modularity, wdg
 from wtc.metrics._utils import discretize
+from wtc.metrics.evaluate import one_repeat, protocol_settings
 
 SIZES = (1, 3, 6, 40, 32, 32)  # dSprites with colour (the paper protocol)
 
@@ -39,12 +39,9 @@ def grid():
 
 
 def ours(ds, represent, seed):
-    rng = np.random.default_rng(seed)
-    y = ds.sample_factors(12_800, rng)
-    z = represent(ds.sample_observations_from_factors(y)).numpy()
-    return (factor_vae_score(ds, represent, num_train=10_000, num_eval=5_000,
-                             num_variance_estimate=12_800, balanced_votes=True, seed=seed),
-            mig(z, y).score, modularity(z, y), wdg(z, y, seed=seed).score)
+    """evaluate()'s repeat: the paper protocol's sampling and sample sizes."""
+    _, n = protocol_settings("paper")
+    return one_repeat(ds, represent, ["factor_vae", "mig", "modularity", "wdg"], n, "paper", seed)
 
 
 def loop_based(ds, represent, seed):

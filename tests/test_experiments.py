@@ -25,9 +25,8 @@ from wtc.experiments import (
 )
 from wtc.experiments.report import rank_correlations
 from wtc.experiments.spec import from_dict, override
-from wtc.experiments.sweep import FORMAT, expected_eval, prepare, run_state
+from wtc.experiments.sweep import FORMAT, child_environment, expected_eval, prepare, run_state
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- specs ------------------------------------------------------------------------------------
@@ -271,11 +270,12 @@ sizes = {num_train = 600, num_test = 200, votes_train = 20, votes_eval = 10, var
 
 
 def _sweep_process(spec_path, out, jobs=1):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+    # The wtc this test imports (installed, or the sources on an absolute PYTHONPATH), run from
+    # a folder where no source checkout shadows it.
     return subprocess.Popen([sys.executable, "-m", "wtc", "sweep", str(spec_path), "--out",
                              str(out), "--jobs", str(jobs)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+                            stderr=subprocess.STDOUT, text=True, env=child_environment(),
+                            cwd=Path(out).parent)
 
 
 def _wait_for(condition, timeout=240.0):

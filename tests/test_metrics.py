@@ -383,3 +383,26 @@ def test_factor_vae_score_rejects_non_finite_codes(where):
 
     with pytest.raises(ValueError, match="NaN or infinite codes"):
         factor_vae_score(ds, represent, num_train=50, num_eval=20, num_variance_estimate=300)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "dlib"])
+def test_one_repeat_is_the_metrics_on_the_protocols_draws(protocol):
+    from wtc.metrics import modularity, wdg
+    from wtc.metrics.evaluate import one_repeat, protocol_settings
+    from wtc.metrics.sampling import dlib_factor_batches
+
+    ds = FactorObservations()
+    _, n = protocol_settings(protocol, scale=0.05)
+    got = one_repeat(ds, _entangled, ["mig", "modularity", "wdg", "sap"], n, protocol, seed=5)
+    if protocol == "paper":
+        rng = np.random.default_rng(5)
+        ytr, yte = ds.sample_factors(n["num_train"], rng), ds.sample_factors(n["num_test"], rng)
+    else:
+        rs = np.random.RandomState(5)
+        ytr = dlib_factor_batches(ds, n["num_train"], rs)
+        yte = dlib_factor_batches(ds, n["num_test"], rs)
+    ztr, zte = _entangled(ytr).numpy(), _entangled(yte).numpy()
+    assert got["mig"] == mig(ztr, ytr).score
+    assert got["modularity"] == pytest.approx(modularity(ztr, ytr), abs=1e-15)
+    assert got["wdg"] == wdg(ztr, ytr, seed=5).score
+    assert got["sap"] == sap(ztr, ytr, zte, yte).score

@@ -210,8 +210,14 @@ def load_spec(source: str | Path) -> SweepSpec:
     if path.suffix == ".json":
         raw = json.loads(path.read_text())
     elif path.suffix == ".toml":
-        import tomllib
-
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10: the same parser as the tomli package
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise SpecError(f"{path}: reading TOML needs Python 3.11 or the tomli package; "
+                                "or write the spec as JSON") from None
         try:
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:

@@ -115,7 +115,7 @@ def train_command(spec: SweepSpec, run: Run, run_dir: Path, device: str, state: 
     for name, value in sorted(run.strengths.items()):
         cmd += [f"--{name}", repr(float(value))]
     if spec.data_root:
-        cmd += ["--data-root", str(spec.data_root)]
+        cmd += ["--data-root", str(Path(spec.data_root).expanduser().resolve())]
     for key, value in sorted(spec.data_options.get(run.data, {}).items()):
         cmd += [f"--{key}", str(value)]
     if state == "resume":
@@ -195,6 +195,19 @@ def load_sweep(out) -> tuple[SweepSpec, list[Run]]:
     return spec, expand(spec)
 
 
+def child_environment() -> dict:
+    """This process's environment with its relative paths made absolute (the children run in
+    their run folders)."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(Path(p).resolve()) if p else p for p in env["PYTHONPATH"].split(os.pathsep))
+    for key in ("WTC_DATA", "WTC_CACHE"):
+        if env.get(key):
+            env[key] = str(Path(env[key]).expanduser().resolve())
+    return env
+
+
 def _fmt_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -236,15 +249,18 @@ class _Sweep:
     def _child(self, cmd, run_dir: Path, device: str, lock_fd: int) -> int:
         if self.stopping:
             return -1
-        env = dict(os.environ)
+        env = child_environment()
         if device == "cpu":
             for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[key] = str(self.threads)
         with open(run_dir / "sweep.log", "a") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
+            # The child runs in its run folder: `python -m` puts the working directory first on
+            # sys.path, and a source checkout's uncompiled wtc_ext there would shadow the
+            # installed one.
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    pass_fds=(lock_fd,))
+                                    cwd=run_dir, pass_fds=(lock_fd,))
             with self.lock:
                 self.children.add(proc)
             try:
@@ -342,7 +358,7 @@ def run_sweep(spec: SweepSpec, out, jobs: int = 1, devices: list | None = None,
     """Train and evaluate every run of ``spec`` under ``out``, ``jobs`` at a time on
     ``devices`` (cycled over the job slots; default: every GPU, else the CPU). CPU jobs get
     ``threads`` threads each (default: the cores divided among the jobs)."""
-    out = Path(out)
+    out = Path(out).resolve()  # the children run elsewhere: every path they get is absolute
     spec.validate()
     if int(jobs) < 1:
         raise SweepError(f"jobs must be >= 1, got {jobs}")

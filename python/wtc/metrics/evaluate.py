@@ -17,7 +17,7 @@ import torch
 from wtc.metrics.dci import dci
 from wtc.metrics.factor_vae import beta_vae_score, factor_vae_score
 from wtc.metrics.mig import mig
-from wtc.metrics.modularity import modularity, modularity_explicitness
+from wtc.metrics.modularity import modularity_explicitness, modularity_score
 from wtc.metrics.sampling import dlib_factor_batches
 from wtc.metrics.sap import sap
 from wtc.metrics.wdg import wdg
@@ -64,14 +64,76 @@ def protocol_settings(protocol: str, repeats: int | None = None, scale: float = 
     return repeats, n
 
 
+TRAIN_METRICS = {"mig", "modularity", "explicitness", "dci", "sap", "wdg"}
+TEST_METRICS = {"explicitness", "dci", "sap"}
+
+
+def one_repeat(dataset, represent, metrics, n: dict, protocol: str, seed: int,
+               model=None) -> dict:
+    """One evaluation of ``metrics`` with the protocol's sampling, sample sizes ``n`` and
+    ``seed``; ``represent`` maps observations to codes (``model`` is needed only for
+    reconstruction). The code-based metrics share one train sample (and one test sample, drawn
+    only for the metrics that use it), and MIG and Modularity one mutual information matrix."""
+    from wtc.report import reconstruction_error
+
+    p = PROTOCOLS[protocol]
+    metrics = list(metrics)
+    ztr = ytr = zte = yte = None
+    if TRAIN_METRICS & set(metrics):
+        if p["sampling"] == "dlib":
+            # Every code-based metric of disentanglement_lib starts its own RandomState(seed)
+            # and draws the same train and test sets: draw them once.
+            draws = np.random.RandomState(seed)
+            obs_rng = np.random.default_rng(seed)
+
+            def sample(size):
+                return dlib_factor_batches(dataset, size, draws)
+        else:
+            draws = obs_rng = np.random.default_rng(seed)
+
+            def sample(size):
+                return dataset.sample_factors(size, draws)
+        ytr = sample(n["num_train"])
+        ztr = represent(dataset.sample_observations_from_factors(ytr, obs_rng)).numpy()
+        if TEST_METRICS & set(metrics):
+            yte = sample(n["num_test"])
+            zte = represent(dataset.sample_observations_from_factors(yte, obs_rng)).numpy()
+    out, mig_result = {}, None
+    for m in metrics:
+        if m == "reconstruction":
+            v = reconstruction_error(model, dataset, num_samples=n["num_test"], seed=seed)
+        elif m == "factor_vae":
+            v = factor_vae_score(dataset, represent, num_train=n["votes_train"],
+                                 num_eval=n["votes_eval"],
+                                 num_variance_estimate=n["variance_samples"],
+                                 balanced_votes=p["balanced_votes"], seed=seed,
+                                 sampling=p["sampling"]).eval_accuracy
+        elif m == "beta_vae":
+            v = beta_vae_score(dataset, represent, num_train=n["votes_train"],
+                               num_eval=n["votes_eval"], seed=seed,
+                               sampling=p["sampling"]).eval_accuracy
+        elif m in ("mig", "modularity"):
+            mig_result = mig_result or mig(ztr, ytr)
+            v = (mig_result.score if m == "mig"
+                 else modularity_score(mig_result.mutual_information).mean())
+        elif m == "explicitness":
+            v = modularity_explicitness(ztr, ytr, zte, yte, seed=seed).explicitness_test
+        elif m == "dci":
+            v = dci(ztr, ytr, zte, yte, seed=seed).disentanglement
+        elif m == "sap":
+            v = sap(ztr, ytr, zte, yte).score
+        else:
+            v = wdg(ztr, ytr, variant="paper", seed=seed).score
+        out[m] = float(v)
+    return out
+
+
 def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", "reconstruction"),
              protocol: str = "paper", repeats: int | None = None, seed: int = 0,
              scale: float = 1.0, sizes: dict | None = None) -> dict:
     """{metric: {"mean", "std", "values"}} plus the settings used. ``scale`` multiplies every
     sample size (for quick looks; 1.0 is the protocol); ``sizes`` sets named ones outright
     (num_train, num_test, votes_train, votes_eval, variance_samples)."""
-    from wtc.report import reconstruction_error
-
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
     unknown = set(metrics) - set(METRICS)
@@ -83,48 +145,8 @@ def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", 
     values = {m: [] for m in metrics}
     seeds = [seed + p["seed_stride"] * i for i in range(repeats)]
     for s in seeds:
-        needs_codes = {"mig", "modularity", "explicitness", "dci", "sap", "wdg"} & set(metrics)
-        if needs_codes and p["sampling"] == "dlib":
-            # Every code-based metric of disentanglement_lib starts its own RandomState(seed)
-            # and draws the same train and test sets: draw them once.
-            stream = np.random.RandomState(s)
-            ytr = dlib_factor_batches(dataset, n["num_train"], stream)
-            yte = dlib_factor_batches(dataset, n["num_test"], stream)
-            obs_rng = np.random.default_rng(s)
-            ztr = represent(dataset.sample_observations_from_factors(ytr, obs_rng)).numpy()
-            zte = represent(dataset.sample_observations_from_factors(yte, obs_rng)).numpy()
-        elif needs_codes:
-            rng = np.random.default_rng(s)
-            ytr = dataset.sample_factors(n["num_train"], rng)
-            yte = dataset.sample_factors(n["num_test"], rng)
-            ztr = represent(dataset.sample_observations_from_factors(ytr, rng)).numpy()
-            zte = represent(dataset.sample_observations_from_factors(yte, rng)).numpy()
-        for m in metrics:
-            if m == "reconstruction":
-                v = reconstruction_error(model, dataset, num_samples=n["num_test"], seed=s)
-            elif m == "factor_vae":
-                v = factor_vae_score(dataset, represent, num_train=n["votes_train"],
-                                     num_eval=n["votes_eval"],
-                                     num_variance_estimate=n["variance_samples"],
-                                     balanced_votes=p["balanced_votes"], seed=s,
-                                     sampling=p["sampling"]).eval_accuracy
-            elif m == "beta_vae":
-                v = beta_vae_score(dataset, represent, num_train=n["votes_train"],
-                                   num_eval=n["votes_eval"], seed=s,
-                                   sampling=p["sampling"]).eval_accuracy
-            elif m == "mig":
-                v = mig(ztr, ytr).score
-            elif m == "modularity":
-                v = modularity(ztr, ytr)
-            elif m == "explicitness":
-                v = modularity_explicitness(ztr, ytr, zte, yte, seed=s).explicitness_test
-            elif m == "dci":
-                v = dci(ztr, ytr, zte, yte, seed=s).disentanglement
-            elif m == "sap":
-                v = sap(ztr, ytr, zte, yte).score
-            else:
-                v = wdg(ztr, ytr, variant="paper", seed=s).score
-            values[m].append(float(v))
+        for m, v in one_repeat(dataset, represent, metrics, n, protocol, s, model).items():
+            values[m].append(v)
     out = {m: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "values": v}
            for m, v in values.items()}
     return {"metrics": out, "protocol": protocol, "repeats": repeats, "seeds": seeds,
