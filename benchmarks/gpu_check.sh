@@ -31,7 +31,12 @@ PY
 cat "$OUT/env.json"
 
 python -m pytest -q -p no:cacheprovider "$REPO/tests" -m cuda -rs 2>&1 | tee "$OUT/tests.log" | tail -15
-python -m pytest -q -p no:cacheprovider "$REPO/tests" -x -k "not cuda" 2>&1 | tail -3 | tee -a "$OUT/tests.log"
+# the CPU suite too, less the two-minute sweep test
+python -m pytest -q -p no:cacheprovider "$REPO/tests" -x -k "not cuda and not sweep_killed" 2>&1 \
+  | tail -3 | tee -a "$OUT/tests.log"
 # The CUDA groups (the CPU ones are measured on CPU machines); scipy baselines run in them too.
 python "$REPO/benchmarks/run.py" -k cuda --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -40
+# one training step per model, ours against pure PyTorch, alternating (about a minute)
+python "$REPO/benchmarks/paired_training_step.py" --device cuda --pairs 60 \
+  --out "$OUT/paired_training_step.json" 2>&1 | tee "$OUT/paired.log" | tail -8
 echo "gpu_check: done after $(( $(date +%s) - start )) s"
