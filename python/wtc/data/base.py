@@ -100,7 +100,9 @@ class GroundTruthDataset(torch.utils.data.Dataset):
         # Scaled uniforms: several times faster than integers() with per-column bounds, and
         # uniform up to 2^-53.
         sizes = np.asarray(self.factor_sizes, dtype=np.float64)
-        return (rng.random((n, self.num_factors)) * sizes).astype(np.int64)
+        u = rng.random((n, self.num_factors))
+        u *= sizes  # in place: one temporary less at a million rows
+        return u.astype(np.int64)
 
     def sample_observations_from_factors(self, factors, rng: np.random.Generator | None = None
                                          ) -> torch.Tensor:

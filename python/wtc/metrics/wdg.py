@@ -77,13 +77,6 @@ def scale_by_range(z: torch.Tensor) -> torch.Tensor:
     return z / torch.where(span > 0, span, torch.ones_like(span))
 
 
-def _scale_columns_(columns: torch.Tensor) -> torch.Tensor:
-    """scale_by_range on (d, N) columns, in place."""
-    low, high = torch.aminmax(columns, dim=1)
-    span = high - low
-    return columns.div_(torch.where(span > 0, span, torch.ones_like(span))[:, None])
-
-
 def permuted_reference(z: torch.Tensor, seed: int, return_index: bool = False):
     """The marginal's sample of the paper variant: every column of z permuted independently."""
     generator = torch.Generator(device=z.device).manual_seed(int(seed))
@@ -101,7 +94,12 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
     """
     if variant not in VARIANTS:
         raise ValueError(f"wdg: variant must be one of {VARIANTS}, got {variant!r}")
-    columns = _scale_columns_(_as_codes(codes))  # (d, N)
+    columns = _as_codes(codes)  # (d, N)
+    # Scaling a column by 1/range scales each of its distances by the same factor (and keeps its
+    # order and permutation): divide the distances, not the codes.
+    low, high = torch.aminmax(columns, dim=1)
+    span = high - low
+    span = torch.where(span > 0, span, torch.ones_like(span))
     y = _as_factors(factors, columns.shape[1], columns.device)
     index = None
     if variant == "paper":
@@ -113,7 +111,7 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
     # (d, K, C), NaN for absent classes; the permuted reference is given by its index, so its
     # sorted order comes from z's (one sort per column in all). Column-major views: the kernel
     # reads each column contiguously.
-    W = wtc_ext.conditional_wasserstein(columns.t(), y, reference_index=index)
+    W = wtc_ext.conditional_wasserstein(columns.t(), y, reference_index=index) / span[:, None, None]
     matrix = torch.nanmean(W, dim=2)  # (d, K)
     top2 = matrix.topk(2, dim=0).values  # (2, K)
     gaps = top2[0] - top2[1]
