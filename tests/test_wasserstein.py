@@ -250,3 +250,20 @@ def test_float64_sorting_beyond_float32_keys(kind):
     got = wtc_ext.conditional_wasserstein(tz, torch.tensor(labels), reference_index=idx)
     expected = scipy_conditional(Z, labels, tz.gather(0, idx).numpy())
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-300)
+
+
+def test_conditional_reads_any_layout():
+    # The CPU kernel reads z, reference and reference_index through their strides.
+    g = torch.Generator().manual_seed(3)
+    big = torch.randn(80, 6, dtype=torch.float64, generator=g)
+    labels = torch.randint(0, 4, (40, 2), generator=g)
+    views = {"row-major": big[::2, ::2].contiguous(),
+             "column-major": big[::2, ::2].t().contiguous().t(), "strided": big[::2, ::2]}
+    idx = torch.stack([torch.randperm(40, generator=g) for _ in range(3)], 1)
+    expected = wtc_ext.conditional_wasserstein(views["row-major"], labels, reference_index=idx)
+    for name, z in views.items():
+        got = wtc_ext.conditional_wasserstein(z, labels, reference_index=idx.t().contiguous().t())
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15, msg=name)
+        ref = z.gather(0, idx)
+        got = wtc_ext.conditional_wasserstein(z, labels, ref.t().contiguous().t())
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15, msg=name)

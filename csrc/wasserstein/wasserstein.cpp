@@ -288,13 +288,6 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cpu(
   return {grad_u, grad_v};
 }
 
-// Row-major or column-major tensors stay as they are; anything else is made row-major.
-at::Tensor strided_2d(const at::Tensor& t) {
-  const bool row_major = t.stride(1) == 1 && t.stride(0) == t.size(1);
-  const bool column_major = t.stride(0) == 1 && t.stride(1) == t.size(0);
-  return row_major || column_major ? t : t.contiguous();
-}
-
 // The columns of conditional_wasserstein, split over threads. Per column: one sort; then one
 // walk in sorted order scatters each value to its label's running position for every factor
 // (giving every label's sorted sample at once), and with a reference sample a second walk in
@@ -387,13 +380,12 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
   check_conditional_args(z_in, labels_in, reference, reference_index, num_classes);
   TORCH_CHECK_VALUE(z_in.size(0) <= std::numeric_limits<int32_t>::max(),
                     "conditional_wasserstein: at most 2^31 - 1 rows");
-  // z, reference and reference_index are read column by column through their strides: a
-  // column-major view (the transpose of a (d, N) tensor) is read contiguously, as is.
-  const at::Tensor z = strided_2d(z_in);
+  // z, reference and reference_index are read column by column through their strides, in
+  // any layout; a column-major view (the transpose of a (d, N) tensor) is read contiguously.
+  const at::Tensor& z = z_in;
   const at::Tensor labels = labels_in.contiguous();
-  const at::Tensor ref = reference.has_value() ? strided_2d(*reference) : at::Tensor();
-  const at::Tensor ref_index =
-      reference_index.has_value() ? strided_2d(*reference_index) : at::Tensor();
+  const at::Tensor ref = reference.has_value() ? *reference : at::Tensor();
+  const at::Tensor ref_index = reference_index.has_value() ? *reference_index : at::Tensor();
   const int64_t N = z.size(0), d = z.size(1), K = labels.size(1), C = num_classes;
   at::Tensor out = at::full({d, K, C}, NAN, z.options());
   if (N == 0 || d == 0 || K == 0) return out;

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +15,19 @@ import torch
 
 class DataSetError(ValueError):
     """A data set that cannot be read: missing, truncated or in the wrong format."""
+
+
+@contextlib.contextmanager
+def reading_npz(name: str, path):
+    """Turns a failed read of an npz file into a DataSetError naming the data set and the file
+    (a DataSetError raised inside passes unchanged)."""
+    try:
+        yield
+    except DataSetError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise DataSetError(f"{name}: cannot read {path}: {err} (truncated or not an npz "
+                           "file?)") from err
 
 
 class GroundTruthDataset(torch.utils.data.Dataset):

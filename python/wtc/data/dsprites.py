@@ -10,14 +10,13 @@ The images are the same and indices agree. Images are held bit-packed (377 MB fo
 from __future__ import annotations
 
 import os
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import (DataSetError, GroundTruthDataset, cache_root, save_atomic,
-                           subset_steps)
+from wtc.data.base import (DataSetError, GroundTruthDataset, cache_root, reading_npz,
+                           save_atomic, subset_steps)
 
 FILE_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
@@ -65,19 +64,13 @@ class DSprites(_PackedDSprites):
 
     def __init__(self, path, protocol: str = "paper"):
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = {"imgs", "latents_classes"} - set(data.files)
-                if missing:
-                    raise DataSetError(f"dsprites: {path} is not the dSprites npz: keys "
-                                       f"{sorted(missing)} are missing (found {data.files})")
-                imgs = data["imgs"]
-                classes = data["latents_classes"]
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-            if isinstance(err, DataSetError):
-                raise
-            raise DataSetError(f"dsprites: cannot read {path}: {err} (truncated or not an "
-                               "npz file?)") from err
+        with reading_npz("dsprites", path), np.load(path, allow_pickle=False) as data:
+            missing = {"imgs", "latents_classes"} - set(data.files)
+            if missing:
+                raise DataSetError(f"dsprites: {path} is not the dSprites npz: keys "
+                                   f"{sorted(missing)} are missing (found {data.files})")
+            imgs = data["imgs"]
+            classes = data["latents_classes"]
         if imgs.dtype != np.uint8 or imgs.ndim != 3 or imgs.shape[1:] != (64, 64):
             raise DataSetError(f"dsprites: {path}: expected imgs uint8 (N, 64, 64), got "
                                f"{imgs.dtype} {imgs.shape}")

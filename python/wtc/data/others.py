@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import DataSetError, GroundTruthDataset, cache_root, save_atomic
+from wtc.data.base import DataSetError, GroundTruthDataset, cache_root, reading_npz, save_atomic
 
 
 def area_downsample(image: np.ndarray, size: int = 64) -> np.ndarray:
@@ -223,7 +223,7 @@ class MPI3D(GroundTruthDataset):
         path = Path(path)
         self.name = f"mpi3d-{variant}"
         self.factor_sizes = tuple(factor_sizes or MPI3D_SIZES)
-        try:
+        with reading_npz("mpi3d", path):
             with zipfile.ZipFile(path) as zf:
                 if "images.npy" not in zf.namelist():
                     raise DataSetError(f"mpi3d: {path} has no 'images' array (found "
@@ -232,11 +232,6 @@ class MPI3D(GroundTruthDataset):
             if images is None:
                 with np.load(path) as data:
                     images = data["images"]
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-            if isinstance(err, DataSetError):
-                raise
-            raise DataSetError(f"mpi3d: cannot read {path}: {err} (truncated or not an npz "
-                               "file?)") from err
         expected = (int(np.prod(self.factor_sizes)), 64, 64, 3)
         if images.dtype != np.uint8 or images.shape != expected:
             raise DataSetError(f"mpi3d: {path}: expected images uint8 {expected}, got "

@@ -396,12 +396,11 @@ def make_report(sweep_dir, out, select_by: str = "factor_vae", device: str | Non
             notes.append(f"No traversals for {data} ({run['id']}): {err}")
 
     missing_lines = [f"- {run_id}: {why}" for run_id, why in sorted(c.missing.items())]
-    spec = c.spec
+    spec, settings = c.spec, expected_eval(c.spec)
     summary = (f"Sweep `{spec.name}`: {len(c.runs)} of {len(c.runs) + len(c.missing)} runs "
                f"evaluated; {spec.steps} steps, batch {spec.batch_size}, Adam {spec.lr:g}; "
-               f"evaluation protocol `{spec.eval.protocol}` "
-               f"({expected_eval(spec)['repeats']} repeat(s), sample sizes "
-               f"{expected_eval(spec)['sample_sizes']}).")
+               f"evaluation protocol `{spec.eval.protocol}` ({settings['repeats']} repeat(s), "
+               f"sample sizes {settings['sample_sizes']}).")
     md = [f"# Report: sweep {spec.name}", "", summary, "", "## Table 1", "", md_table, ""]
     if missing_lines:
         md += ["## Runs without a complete evaluation (left out of every number above)", ""]
