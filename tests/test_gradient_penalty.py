@@ -97,6 +97,61 @@ def test_critic_loss_matches_autograd(device, dtype, kind, batch):
         assert_close(a, b, dtype)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_cpu_row_chunks_match_autograd(threads):
+    """On a CPU the batch is split into one chunk of rows per thread (here 1 or 3 uneven chunks
+    of a batch of 50): the summed shares equal the reference."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        critic = make_critic("mlp", 10, "cpu", torch.float64)
+        p = torch.randn(50, 10, dtype=torch.float64, requires_grad=True)
+        q = (torch.randn(50, 10, dtype=torch.float64) + 0.5).requires_grad_(True)
+        out = wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen("cpu"))
+        out.loss.backward()
+        fused = param_grads(critic) + [p.grad.clone(), q.grad.clone()]
+        critic.zero_grad(set_to_none=True)
+        p.grad = q.grad = None
+        loss, w1 = critic_loss_reference(critic, p, q, gp_weight=4.0, generator=gen("cpu"))
+        loss.backward()
+        expected = param_grads(critic) + [p.grad.clone(), q.grad.clone()]
+    finally:
+        torch.set_num_threads(previous)
+    assert_close(out.loss.detach(), loss.detach(), torch.float64)
+    assert_close(out.w1, w1.detach(), torch.float64)
+    for a, b in zip(fused, expected):
+        assert_close(a, b, torch.float64)
+
+
+def test_backward_seeds_retain_graph_and_a_freed_graph(device):
+    """The backward hands the forward's gradients over when it frees the graph and seeds 1;
+    any other seed scales them, a retained graph can be differentiated again, and a second
+    backward through a freed graph is a clear error."""
+    critic = make_critic("mlp", 10, device, torch.float64)
+    p = torch.randn(32, 10, device=device, dtype=torch.float64)
+    q = torch.randn(32, 10, device=device, dtype=torch.float64)
+    wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen(device)).loss.backward()
+    once = param_grads(critic)
+    critic.zero_grad(set_to_none=True)
+
+    loss = wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen(device)).loss
+    loss.backward(retain_graph=True)
+    loss.backward()  # accumulates: twice the gradient
+    for a, b in zip(param_grads(critic), once):
+        assert_close(a, 2 * b, torch.float64)
+    critic.zero_grad(set_to_none=True)
+
+    (3 * wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen(device)).loss).backward()
+    for a, b in zip(param_grads(critic), once):
+        assert_close(a, 3 * b, torch.float64)
+    critic.zero_grad(set_to_none=True)
+
+    loss = wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen(device)).loss
+    loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
+
+
 @pytest.mark.parametrize("in_features,hidden,batch", [(1, (16,), 5), (1024, (1024,), 3),
                                                       (3, (1024, 1024), 2)])
 def test_extreme_widths(device, in_features, hidden, batch):
