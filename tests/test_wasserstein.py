@@ -223,7 +223,7 @@ def test_conditional_errors(device):
                                         torch.randn(10, 2, device=device))
 
 
-@pytest.mark.parametrize("kind", ["float32-ties", "beyond-float32", "tiny", "mixed"])
+@pytest.mark.parametrize("kind", ["float32-ties", "beyond-float32", "tiny", "mixed", "outliers"])
 def test_float64_sorting_beyond_float32_keys(kind):
     # The CPU sort orders float64 values by float32 keys, repairs the order within equal keys,
     # and falls back to a full 64-bit sort when that repair has too much to do.
@@ -235,6 +235,9 @@ def test_float64_sorting_beyond_float32_keys(kind):
         z = rng.normal(size=N) * 1e300
     elif kind == "tiny":
         z = rng.normal(size=N) * 1e-310
+    elif kind == "outliers":  # linear keys put every ordinary value in a few keys: fallback
+        z = rng.normal(size=N)
+        z[[5, 17]] = [1e12, -3e11]
     else:  # a short colliding run among ordinary values: repaired, no fallback
         z = np.concatenate([rng.normal(size=N - 30), 2.0 + rng.permutation(30) * 1e-12])
         z = rng.permutation(z)
@@ -250,6 +253,58 @@ def test_float64_sorting_beyond_float32_keys(kind):
     got = wtc_ext.conditional_wasserstein(tz, torch.tensor(labels), reference_index=idx)
     expected = scipy_conditional(Z, labels, tz.gather(0, idx).numpy())
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-300)
+
+
+def test_conditional_permuted_reference_is_permute_dims(device):
+    """reference="permuted" draws permute_dims's permutation from the same generator state."""
+    g = torch.Generator(device=device).manual_seed(5)
+    z = torch.randn(300, 4, dtype=torch.float64, device=device, generator=g)
+    labels = torch.randint(0, 6, (300, 3), device=device, generator=g)
+    got = wtc_ext.conditional_wasserstein(
+        z, labels, "permuted", generator=torch.Generator(device=device).manual_seed(9))
+    ref = wtc_ext.permute_dims(z, generator=torch.Generator(device=device).manual_seed(9))
+    expected = wtc_ext.conditional_wasserstein(z, labels, ref)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15)
+    again = wtc_ext.conditional_wasserstein(
+        z, labels, "permuted", generator=torch.Generator(device=device).manual_seed(9))
+    torch.testing.assert_close(again, got, rtol=0, atol=0)
+    other = wtc_ext.conditional_wasserstein(
+        z, labels, "permuted", generator=torch.Generator(device=device).manual_seed(10))
+    assert not torch.equal(other, got)
+    torch.library.opcheck(torch.ops.wtc_ext.conditional_wasserstein.default,
+                          (z, labels, None, None, 6, True, None, True))
+
+
+def test_conditional_scale_by_range(device):
+    """Dividing each column's distances by its range equals dividing the column first; a
+    constant column is left unscaled."""
+    g = torch.Generator(device=device).manual_seed(6)
+    z = torch.randn(200, 3, dtype=torch.float64, device=device, generator=g) * 7 + 3
+    z[:, 2] = 4.0
+    labels = torch.randint(0, 5, (200, 2), device=device, generator=g)
+    span = z.max(0).values - z.min(0).values
+    scaled = z / torch.where(span > 0, span, torch.ones_like(span))
+    for reference in (None, "permuted"):
+        gen = {"generator": torch.Generator(device=device).manual_seed(1)} if reference else {}
+        got = wtc_ext.conditional_wasserstein(z, labels, reference, scale_by_range=True, **gen)
+        gen = {"generator": torch.Generator(device=device).manual_seed(1)} if reference else {}
+        expected = wtc_ext.conditional_wasserstein(scaled, labels, reference, **gen)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_conditional_argument_errors(device):
+    z = torch.randn(10, 3, device=device)
+    labels = torch.zeros(10, dtype=torch.long, device=device)
+    with pytest.raises(ValueError, match="reference must be a tensor, None or 'permuted'"):
+        wtc_ext.conditional_wasserstein(z, labels, "shuffled")
+    with pytest.raises(ValueError, match="generator is only used"):
+        wtc_ext.conditional_wasserstein(z, labels, generator=torch.Generator(device=device))
+    with pytest.raises(ValueError, match="labels must lie in"):
+        torch.ops.wtc_ext.conditional_wasserstein.default(z, labels[:, None] + 3, None, None, 2)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        torch.ops.wtc_ext.conditional_wasserstein.default(z, labels[:, None] - 1, None, None, 2)
+    with pytest.raises(ValueError, match="at most one of"):
+        torch.ops.wtc_ext.conditional_wasserstein.default(z, labels[:, None], z, None, 1, True)
 
 
 def test_conditional_reads_any_layout():

@@ -339,8 +339,10 @@ def _as_labels(labels: torch.Tensor, n: int, device) -> tuple[torch.Tensor, list
 
 
 def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
-                            reference: torch.Tensor | None = None, *,
-                            reference_index: torch.Tensor | None = None) -> torch.Tensor:
+                            reference: torch.Tensor | str | None = None, *,
+                            reference_index: torch.Tensor | None = None,
+                            generator: torch.Generator | None = None,
+                            scale_by_range: bool = False) -> torch.Tensor:
     """W1 between each column of ``z`` restricted to each label's rows and a reference sample.
 
     ``z`` (N, d) codes; ``labels`` (N,) or (N, K) integers (any values: the classes of factor k
@@ -355,9 +357,15 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
     where ``rows`` are the rows whose factor k has its c-th value. Classes a factor does not have
     are NaN. ``reference_index`` (N, d) int64, a permutation of the rows per column, stands for
     ``reference = z.gather(0, reference_index)`` (what ``permute_dims(z, return_index=True)``
-    gives) and saves the reference's sort: its sorted order is z's. Every entry comes from one sort per column: walking a sorted column and placing each
-    value at its label's running count splits it into sorted per-label samples, and one merge of
-    two sorted samples gives a distance.
+    gives) and saves the reference's sort: its sorted order is z's. ``reference="permuted"``
+    stands for ``reference = permute_dims(z, generator=generator)`` (the same permutations from
+    the same generator state), drawn inside the kernel without writing the permuted copy or its
+    index. ``scale_by_range=True`` divides each column's distances by the column's range
+    (max - min; a constant column is left unscaled), which equals dividing the column first.
+
+    Every entry comes from one sort per column: walking a sorted column and placing each value at
+    its label's running count splits it into sorted per-label samples, and one merge of two
+    sorted samples gives a distance.
     """
     if not isinstance(z, torch.Tensor):
         raise TypeError("conditional_wasserstein: z must be a tensor")
@@ -369,15 +377,26 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
         z = z.float()
     one_factor = torch.as_tensor(labels).dim() == 1
     classes, counts = _as_labels(labels, z.shape[0], z.device)
+    permuted = isinstance(reference, str)
+    if permuted:
+        if reference != "permuted":
+            raise ValueError(f"conditional_wasserstein: reference must be a tensor, None or "
+                             f"'permuted', got {reference!r}")
+        reference = None
+    elif generator is not None:
+        raise ValueError("conditional_wasserstein: generator is only used with "
+                         "reference='permuted'")
     if reference is not None:
         reference = torch.as_tensor(reference, device=z.device).to(z.dtype)
     if reference_index is not None:
         reference_index = torch.as_tensor(reference_index, device=z.device)
     out = torch.ops.wtc_ext.conditional_wasserstein.default(
-        z, classes, reference, reference_index, max(counts, default=1) or 1)
+        z, classes, reference, reference_index, max(counts, default=1) or 1, permuted,
+        generator, bool(scale_by_range))
     return out[:, 0] if one_factor else out
 
 
 @torch.library.register_fake("wtc_ext::conditional_wasserstein")
-def _conditional_wasserstein_fake(z, labels, reference, reference_index, num_classes):
+def _conditional_wasserstein_fake(z, labels, reference, reference_index, num_classes,
+                                  permuted=False, generator=None, scale_by_range=False):
     return z.new_empty((z.shape[1], labels.shape[1], num_classes))

@@ -53,6 +53,13 @@ PermuteShape permute_shape(const at::Tensor& z) {
   return {L, B, d};
 }
 
+uint64_t cpu_permutation_seed(const std::optional<at::Generator>& generator) {
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
+      generator, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return gen->random64();
+}
+
 namespace {
 
 template <typename Word>  // an unsigned integer of the element's size: the shuffle only moves bits
@@ -63,14 +70,7 @@ void permute_columns_cpu(const Word* z, Word* out, int64_t* index, PermuteShape 
   at::parallel_for(0, columns, grain, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> perm(s.B);
     for (int64_t c = begin; c < end; ++c) {
-      SplitMixStream rng(seed, static_cast<uint32_t>(c), 0);
-      // Inside-out Fisher-Yates: perm becomes a uniform random permutation of 0..B-1.
-      perm[0] = 0;
-      for (int64_t i = 1; i < s.B; ++i) {
-        const int64_t k = rng.below(static_cast<uint32_t>(i + 1));
-        perm[i] = perm[k];
-        perm[k] = i;
-      }
+      cpu_column_permutation(seed, c, s.B, perm.data());
       const int64_t l = c / s.d;
       const int64_t j = c - l * s.d;
       const int64_t base = l * s.B * s.d + j;
@@ -94,13 +94,7 @@ std::tuple<at::Tensor, at::Tensor> permute_dims_cpu(const at::Tensor& z_in,
   const PermuteShape s = permute_shape(z);
   if (z.numel() == 0) return {out, index};
 
-  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
-      generator, at::detail::getDefaultCPUGenerator());
-  uint64_t seed;
-  {
-    std::lock_guard<std::mutex> lock(gen->mutex_);
-    seed = gen->random64();
-  }
+  const uint64_t seed = cpu_permutation_seed(generator);
   switch (z.element_size()) {
     case 1:
       permute_columns_cpu(static_cast<const uint8_t*>(z.const_data_ptr()),

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "permute_dims/permute_dims.h"
 #include "wasserstein/merge_w1.h"
 
 namespace wtc {
@@ -52,9 +53,12 @@ void check_wasserstein_1d_args(const at::Tensor& u, const at::Tensor& v,
 void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
                             const std::optional<at::Tensor>& reference,
                             const std::optional<at::Tensor>& reference_index,
-                            int64_t num_classes) {
-  TORCH_CHECK_VALUE(!(reference.has_value() && reference_index.has_value()),
-                    "conditional_wasserstein: pass reference or reference_index, not both");
+                            int64_t num_classes, bool permuted, bool check_label_range) {
+  TORCH_CHECK_VALUE(static_cast<int>(reference.has_value()) +
+                            static_cast<int>(reference_index.has_value()) +
+                            static_cast<int>(permuted) <= 1,
+                    "conditional_wasserstein: pass at most one of reference, reference_index and "
+                    "permuted");
   if (reference_index.has_value()) {
     TORCH_CHECK_VALUE(reference_index->sizes() == z.sizes() &&
                           reference_index->scalar_type() == at::kLong &&
@@ -92,7 +96,7 @@ void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
                         "conditional_wasserstein: reference has NaN or infinite values");
     }
   }
-  if (labels.numel() > 0) {
+  if (check_label_range && labels.numel() > 0) {
     const auto [low, high] = at::aminmax(labels);
     TORCH_CHECK_VALUE(low.item<int64_t>() >= 0 && high.item<int64_t>() < num_classes,
                       "conditional_wasserstein: labels must lie in [0, num_classes = ",
@@ -130,20 +134,28 @@ inline float to_float_key(T v) {
 // (many distinct values per float32, e.g. beyond its range) the full 64-bit sort runs instead.
 template <typename T>
 struct RadixSorter {
-  std::vector<uint32_t> k32, k32_tmp;
+  std::vector<uint64_t> items, items_tmp;  // 32-bit key << 32 | row
   std::vector<uint64_t> k64, k64_tmp;
   std::vector<int32_t> rows_tmp;
   std::vector<int64_t> counts = std::vector<int64_t>((1 << 11) + 1);
-  explicit RadixSorter(int64_t N) : k32(N), k32_tmp(N), rows_tmp(N) {}
+  explicit RadixSorter(int64_t N) : items(N), items_tmp(N), rows_tmp(N) {}
 
   // values ascending, and the positions (0..N-1) they came from.
   void sort(const T* x, int64_t N, int64_t stride, T* values, int32_t* rows) {
-    if (static_cast<int64_t>(k32.size()) < N) {
-      k32.resize(N);
-      k32_tmp.resize(N);
+    if (static_cast<int64_t>(items.size()) < N) {
+      items.resize(N);
+      items_tmp.resize(N);
       rows_tmp.resize(N);
     }
-    radix(x, N, stride, rows, k32, k32_tmp, [](T v) { return sortable_key(to_float_key(v)); });
+    if constexpr (sizeof(T) == 8) {
+      // First try 24-bit keys on a linear scale between the sample's extremes (two passes);
+      // rounding is monotonic, so only values sharing a key can be out of order.
+      if (radix_linear24(x, N, stride, rows)) {
+        for (int64_t i = 0; i < N; ++i) values[i] = x[static_cast<int64_t>(rows[i]) * stride];
+        if (insertion_fix(values, rows, N, /*budget=*/N)) return;
+      }
+    }
+    radix32(x, N, stride, rows);
     for (int64_t i = 0; i < N; ++i) values[i] = x[static_cast<int64_t>(rows[i]) * stride];
     if constexpr (sizeof(T) == 8) {
       if (!insertion_fix(values, rows, N, /*budget=*/N)) {
@@ -158,6 +170,70 @@ struct RadixSorter {
   }
 
  private:
+  // Keys floor((v - min) * (2^24 - 1) / (max - min)) sorted on two 12-bit digits: for samples
+  // without far outliers (codes) nearly every value gets its own key, in a pass fewer than the
+  // float32 keys need. False (nothing sorted) when the extremes do not give a finite scale.
+  bool radix_linear24(const T* x, int64_t N, int64_t stride, int32_t* rows) {
+    constexpr int kBits = 12;
+    constexpr uint32_t kMask = (1u << kBits) - 1;
+    constexpr uint32_t kTop = (1u << (2 * kBits)) - 1;
+    if (N < 2) return false;
+    T lo = x[0], hi = x[0];
+    for (int64_t i = 1; i < N; ++i) {
+      const T v = x[i * stride];
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+    }
+    const double scale = static_cast<double>(kTop) / (static_cast<double>(hi) - lo);
+    if (!(scale > 0) || !std::isfinite(scale)) return false;
+    uint32_t count[2][(1 << kBits) + 1] = {};
+    uint64_t* cur = items.data();
+    uint64_t* tmp = items_tmp.data();
+    for (int64_t i = 0; i < N; ++i) {
+      const double scaled = (static_cast<double>(x[i * stride]) - lo) * scale;
+      const uint32_t key = scaled < kTop ? static_cast<uint32_t>(scaled) : kTop;
+      cur[i] = (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(i);
+      ++count[0][(key & kMask) + 1];
+      ++count[1][(key >> kBits) + 1];
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+      const int shift = 32 + pass * kBits;
+      uint32_t* c = count[pass];
+      if (c[((cur[0] >> shift) & kMask) + 1] == static_cast<uint32_t>(N)) continue;
+      for (uint32_t b = 0; b < (1u << kBits); ++b) c[b + 1] += c[b];
+      for (int64_t i = 0; i < N; ++i) tmp[c[(cur[i] >> shift) & kMask]++] = cur[i];
+      std::swap(cur, tmp);
+    }
+    for (int64_t i = 0; i < N; ++i) rows[i] = static_cast<int32_t>(cur[i] & 0xffffffffu);
+    return true;
+  }
+
+  // The float32 image of each value as the key, its row packed below it so that a pass moves
+  // one word, and the three digits' counts taken in one read of the keys.
+  void radix32(const T* x, int64_t N, int64_t stride, int32_t* rows) {
+    constexpr int kBits = 11;
+    constexpr uint32_t kMask = (1u << kBits) - 1;
+    uint32_t count[3][(1 << kBits) + 1] = {};
+    uint64_t* cur = items.data();
+    uint64_t* tmp = items_tmp.data();
+    for (int64_t i = 0; i < N; ++i) {
+      const uint32_t key = sortable_key(to_float_key(x[i * stride]));
+      cur[i] = (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(i);
+      ++count[0][(key & kMask) + 1];
+      ++count[1][((key >> kBits) & kMask) + 1];
+      ++count[2][(key >> (2 * kBits)) + 1];
+    }
+    for (int pass = 0; pass < 3; ++pass) {
+      const int shift = 32 + pass * kBits;
+      uint32_t* c = count[pass];
+      if (N == 0 || c[((cur[0] >> shift) & kMask) + 1] == static_cast<uint32_t>(N)) continue;
+      for (uint32_t b = 0; b < (1u << kBits); ++b) c[b + 1] += c[b];
+      for (int64_t i = 0; i < N; ++i) tmp[c[(cur[i] >> shift) & kMask]++] = cur[i];
+      std::swap(cur, tmp);
+    }
+    for (int64_t i = 0; i < N; ++i) rows[i] = static_cast<int32_t>(cur[i] & 0xffffffffu);
+  }
+
   template <typename Key, typename KeyFn>
   void radix(const T* x, int64_t N, int64_t stride, int32_t* rows, std::vector<Key>& keys,
              std::vector<Key>& keys_tmp, KeyFn key) {
@@ -288,15 +364,42 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cpu(
   return {grad_u, grad_v};
 }
 
+// Per-thread working memory of conditional_columns, kept between calls up to kKeepScratch bytes:
+// a fresh megabyte costs a page fault per 4 KiB on first touch, which on a virtual machine was a
+// tenth of a WDG evaluation.
+// The lazily integrated |count_a - count_b| of one label (see conditional_columns).
+struct LazyGap {
+  double acc = 0, last = 0, diff = 0;
+};
+
+template <typename T>
+struct ConditionalScratch {
+  std::vector<LazyGap> gaps;
+  RadixSorter<T> sorter{0};
+  std::vector<T> zs, rs, a;
+  std::vector<int32_t> z_rows, r_rows, inverse, perm;
+  std::vector<int64_t> pos;
+  std::vector<double> acc;
+};
+constexpr int64_t kKeepScratch = int64_t{64} << 20;
+
+template <typename V>
+void grow(V& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+}
+
 // The columns of conditional_wasserstein, split over threads. Per column: one sort; then one
 // walk in sorted order scatters each value to its label's running position for every factor
 // (giving every label's sorted sample at once), and with a reference sample a second walk in
 // the reference's sorted order pairs each reference value with the label sample's value of the
-// same rank: equal sizes make W1 the mean of |a_i - b_i| over ranks.
+// same rank: equal sizes make W1 the mean of |a_i - b_i| over ranks. A permuted reference
+// (reference_index, or permute_seed: permute_dims's own permutation, drawn here) is z's values,
+// so its sorted order is z's through the inverse permutation and needs no sort of its own.
 template <typename scalar_t, typename L>
 void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::Tensor& ref_index,
-                         const L* lab, const std::vector<int64_t>& offsets, int64_t N, int64_t d,
-                         int64_t K, int64_t C, at::Tensor& out, std::atomic<bool>& bad_index) {
+                         std::optional<uint64_t> permute_seed, bool scale_by_range, const L* lab,
+                         const std::vector<int64_t>& offsets, int64_t N, int64_t d, int64_t K,
+                         int64_t C, at::Tensor& out, std::atomic<bool>& bad_index) {
   const scalar_t* pz = z.const_data_ptr<scalar_t>();
   const scalar_t* pr_values = ref.defined() ? ref.const_data_ptr<scalar_t>() : nullptr;
   const int64_t* pidx = ref_index.defined() ? ref_index.const_data_ptr<int64_t>() : nullptr;
@@ -304,27 +407,47 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
   const int64_t r_row = ref.defined() ? ref.stride(0) : 0, r_col = ref.defined() ? ref.stride(1) : 0;
   const int64_t i_row = ref_index.defined() ? ref_index.stride(0) : 0;
   const int64_t i_col = ref_index.defined() ? ref_index.stride(1) : 0;
-  const bool pr = pr_values != nullptr || pidx != nullptr;  // a reference sample is compared
+  const bool permuted = pidx != nullptr || permute_seed.has_value();
+  const bool pr = pr_values != nullptr || permuted;  // a reference sample is compared
   scalar_t* po = out.data_ptr<scalar_t>();
+  const int64_t scratch_bytes = N * (static_cast<int64_t>(sizeof(scalar_t)) * 3 + 24);
   at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) {
-    RadixSorter<scalar_t> sorter(N);
-    std::vector<scalar_t> zs(N), rs(pr_values ? N : 0), a(N * K);
-    std::vector<int32_t> z_rows(N), r_rows(pr ? N : 0), inverse(pidx ? N : 0);
-    std::vector<int64_t> pos(K * C);
-    std::vector<double> acc(pr ? K * C : 0);
-    auto reset_positions = [&] {
-      for (int64_t k = 0; k < K; ++k) {
-        std::copy(offsets.begin() + k * (C + 1), offsets.begin() + k * (C + 1) + C,
-                  pos.begin() + k * C);
-      }
-    };
+    static thread_local ConditionalScratch<scalar_t> kept;
+    ConditionalScratch<scalar_t> local;
+    ConditionalScratch<scalar_t>& w = scratch_bytes <= kKeepScratch ? kept : local;
+    grow(w.zs, N);
+    grow(w.a, N);
+    grow(w.z_rows, N);
+    grow(w.pos, C);
+    if (pr_values) grow(w.rs, N);
+    if (pr) {
+      grow(w.r_rows, N);
+      grow(w.acc, C);
+    }
+    if (permuted) {
+      grow(w.inverse, N);
+      grow(w.gaps, C);
+    }
+    if (permute_seed) grow(w.perm, N);
+    scalar_t* zs = w.zs.data();
+    scalar_t* a = w.a.data();
+    int32_t* z_rows = w.z_rows.data();
+    int32_t* r_rows = w.r_rows.data();
+    int32_t* inverse = w.inverse.data();
+    int64_t* pos = w.pos.data();
+    double* acc = w.acc.data();
     for (int64_t j = begin; j < end; ++j) {
-      sorter.sort(pz + j * z_col, N, z_row, zs.data(), z_rows.data());  // this column's sort
-      const scalar_t* r_sorted = zs.data();
-      if (pidx) {
-        // reference[r, j] = z[index[r, j], j]: its sorted order is z's, through the inverse
-        // permutation, so it needs no sort of its own.
-        std::fill(inverse.begin(), inverse.end(), -1);
+      w.sorter.sort(pz + j * z_col, N, z_row, zs, z_rows);  // this column's sort
+      const scalar_t* r_sorted = zs;
+      if (permute_seed) {
+        // reference[r, j] = z[perm[r], j] with permute_dims's permutation of column j.
+        int32_t* perm = w.perm.data();
+        cpu_column_permutation(*permute_seed, j, N, perm);
+        for (int64_t r = 0; r < N; ++r) inverse[perm[r]] = static_cast<int32_t>(r);
+        for (int64_t t = 0; t < N; ++t) r_rows[t] = inverse[z_rows[t]];
+      } else if (pidx) {
+        // reference[r, j] = z[index[r, j], j]
+        std::fill(inverse, inverse + N, -1);
         for (int64_t r = 0; r < N; ++r) {
           const int64_t src = pidx[r * i_row + j * i_col];
           if (src < 0 || src >= N || inverse[src] != -1) {
@@ -335,81 +458,155 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
         }
         for (int64_t t = 0; t < N; ++t) r_rows[t] = inverse[z_rows[t]];
       } else if (pr_values) {
-        sorter.sort(pr_values + j * r_col, N, r_row, rs.data(), r_rows.data());
-        r_sorted = rs.data();
+        w.sorter.sort(pr_values + j * r_col, N, r_row, w.rs.data(), r_rows);
+        r_sorted = w.rs.data();
       }
-      // a[k * N + offsets[k][c] + i]: the i-th smallest value of label c of factor k.
-      reset_positions();
-      for (int64_t t = 0; t < N; ++t) {
-        const L* row = lab + static_cast<int64_t>(z_rows[t]) * K;
-        const scalar_t v = zs[t];
-        for (int64_t k = 0; k < K; ++k) a[k * N + pos[k * C + row[k]]++] = v;
-      }
-      if (pr) {
-        reset_positions();
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (int64_t t = 0; t < N; ++t) {
-          const L* row = lab + static_cast<int64_t>(r_rows[t]) * K;
-          const double v = static_cast<double>(r_sorted[t]);
-          for (int64_t k = 0; k < K; ++k) {
-            const int64_t kc = k * C + row[k];
-            acc[kc] += std::abs(static_cast<double>(a[k * N + pos[kc]++]) - v);
+      // W1 of the column divided by its range is W1 of the column over its range.
+      double span = scale_by_range ? static_cast<double>(zs[N - 1]) - static_cast<double>(zs[0])
+                                   : 1.0;
+      if (!(span > 0)) span = 1.0;  // a constant column is left unscaled
+      // Factor by factor, so the label column (N bytes) and the split sample (N values) stay
+      // in the core's cache: a[offsets[k][c] + i] is the i-th smallest value of label c.
+      for (int64_t k = 0; k < K; ++k) {
+        const L* lab_k = lab + k * N;
+        const int64_t* off = offsets.data() + k * (C + 1);
+        if (permuted) {
+          // Both samples of label c are subsets of the sorted column: z's values at the sorted
+          // positions t whose row has label c, the reference's at those whose reference row
+          // (inverse permutation) has it. W1 * n_c = integral of |count_a - count_b| over the
+          // column, and count_a - count_b of a label changes only where it occurs: accumulate
+          // |diff| times the distance walked since its last change, lazily, in one walk.
+          // One label's state in one place: a cache line per update, not three.
+          LazyGap* gap = w.gaps.data();
+          std::fill(gap, gap + C, LazyGap{});
+          for (int64_t t = 0; t < N; ++t) {
+            LazyGap& ga = gap[lab_k[z_rows[t]]];
+            LazyGap& gb = gap[lab_k[r_rows[t]]];
+            // (Equal labels need no test: the second update then adds |diff| * 0.)
+            const double v = static_cast<double>(zs[t]);
+            ga.acc += std::abs(ga.diff) * (v - ga.last);
+            ga.last = v;
+            ga.diff += 1.0;
+            gb.acc += std::abs(gb.diff) * (v - gb.last);
+            gb.last = v;
+            gb.diff -= 1.0;
+          }
+          for (int64_t c = 0; c < C; ++c) acc[c] = gap[c].acc;
+        } else {
+        std::copy(off, off + C, pos);
+        for (int64_t t = 0; t < N; ++t) a[pos[lab_k[z_rows[t]]]++] = zs[t];
+        if (pr) {
+          std::copy(off, off + C, pos);
+          std::fill(acc, acc + C, 0.0);
+          for (int64_t t = 0; t < N; ++t) {
+            const L c = lab_k[r_rows[t]];
+            acc[c] += std::abs(static_cast<double>(a[pos[c]++]) -
+                               static_cast<double>(r_sorted[t]));
           }
         }
-      }
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t* off = offsets.data() + k * (C + 1);
+        }
         for (int64_t c = 0; c < C; ++c) {
           const int64_t nc = off[c + 1] - off[c];
           if (nc == 0) continue;  // empty class: left NaN
           const double w =
-              pr ? acc[k * C + c] / static_cast<double>(nc)
-                 : merge_w1<scalar_t>(a.data() + k * N + off[c], nullptr, nc, nc, zs.data(),
-                                      nullptr, N, N, nullptr, nullptr, 0.0);
-          po[(j * K + k) * C + c] = static_cast<scalar_t>(w);
+              pr ? acc[c] / static_cast<double>(nc)
+                 : merge_w1<scalar_t>(a + off[c], nullptr, nc, nc, zs, nullptr, N, N, nullptr,
+                                      nullptr, 0.0);
+          po[(j * K + k) * C + c] = static_cast<scalar_t>(w / span);
         }
       }
     }
   });
 }
 
+// z (N, d) as the transpose of a (d, N) buffer that the calling thread keeps (up to
+// kKeepScratch bytes; beyond, a fresh tensor).
+at::Tensor transposed_columns(const at::Tensor& z) {
+  const int64_t N = z.size(0), d = z.size(1);
+  static thread_local std::vector<double> kept;
+  at::Tensor columns;
+  const int64_t bytes = N * d * static_cast<int64_t>(z.element_size());
+  if (bytes <= kKeepScratch) {
+    grow(kept, (bytes + 7) / 8);
+    columns = at::from_blob(kept.data(), {d, N}, z.options());
+  } else {
+    columns = at::empty({d, N}, z.options());
+  }
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conditional_wasserstein_transpose", [&] {
+    const scalar_t* src = z.const_data_ptr<scalar_t>();
+    scalar_t* dst = columns.data_ptr<scalar_t>();
+    const int64_t row = z.stride(0), col = z.stride(1);
+    at::parallel_for(0, N, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        for (int64_t j = 0; j < d; ++j) dst[j * N + i] = src[i * row + j * col];
+      }
+    });
+  });
+  return columns.t();
+}
+
 at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor& labels_in,
                                        const std::optional<at::Tensor>& reference,
                                        const std::optional<at::Tensor>& reference_index,
-                                       int64_t num_classes) {
-  check_conditional_args(z_in, labels_in, reference, reference_index, num_classes);
+                                       int64_t num_classes, bool permuted,
+                                       std::optional<at::Generator> generator,
+                                       bool scale_by_range) {
+  // (The labels' range is checked while they are read.)
+  check_conditional_args(z_in, labels_in, reference, reference_index, num_classes, permuted,
+                         /*check_label_range=*/false);
   TORCH_CHECK_VALUE(z_in.size(0) <= std::numeric_limits<int32_t>::max(),
                     "conditional_wasserstein: at most 2^31 - 1 rows");
   // z, reference and reference_index are read column by column through their strides, in
   // any layout; a column-major view (the transpose of a (d, N) tensor) is read contiguously.
-  const at::Tensor& z = z_in;
+  // Any other z is first transposed, in blocks of rows, into memory kept between calls: reading
+  // a column of row-major codes touches a cache line per value, and the column is read twice.
+  at::Tensor z = z_in;
+  if (z_in.size(0) > 1 && z_in.size(1) > 1 && z_in.stride(0) != 1) {
+    z = transposed_columns(z_in);
+  }
   const at::Tensor labels = labels_in.contiguous();
   const at::Tensor ref = reference.has_value() ? *reference : at::Tensor();
   const at::Tensor ref_index = reference_index.has_value() ? *reference_index : at::Tensor();
   const int64_t N = z.size(0), d = z.size(1), K = labels.size(1), C = num_classes;
+  // Drawn even when there is nothing to permute, as permute_dims does: the generator advances
+  // the same way.
+  const std::optional<uint64_t> permute_seed =
+      permuted ? std::optional<uint64_t>(cpu_permutation_seed(generator)) : std::nullopt;
   at::Tensor out = at::full({d, K, C}, NAN, z.options());
   if (N == 0 || d == 0 || K == 0) return out;
 
-  // Class sizes and offsets per factor (shared by all columns).
-  std::vector<int64_t> offsets(K * (C + 1), 0);
+  // Labels once more, a column per factor in the narrowest type (the walks read one factor's
+  // labels in sorted order, and N bytes stay in the core's cache), with each factor's class
+  // sizes and offsets, and the range check, in the same pass.
   const int64_t* lab = labels.const_data_ptr<int64_t>();
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t k = 0; k < K; ++k) ++offsets[k * (C + 1) + lab[i * K + k] + 1];
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    for (int64_t c = 0; c < C; ++c) offsets[k * (C + 1) + c + 1] += offsets[k * (C + 1) + c];
-  }
-
-  // Labels once more, row-major in the narrowest type: each row's K labels share a cache line
-  // and the whole table stays in cache while the columns are walked in sorted order.
-  std::atomic<bool> bad_index{false};
+  std::vector<int64_t> offsets(K * (C + 1), 0);
+  std::atomic<bool> bad_index{false}, bad_label{false};
   auto run = [&](auto label_tag) {
     using L = decltype(label_tag);
     std::vector<L> lab_small(N * K);
-    for (int64_t i = 0; i < N * K; ++i) lab_small[i] = static_cast<L>(lab[i]);
+    at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        int64_t* count = offsets.data() + k * (C + 1);
+        L* column = lab_small.data() + k * N;
+        bool bad = false;
+        for (int64_t i = 0; i < N; ++i) {
+          const int64_t v = lab[i * K + k];
+          bad |= v < 0 || v >= C;
+          if (bad) break;
+          column[i] = static_cast<L>(v);
+          ++count[v + 1];
+        }
+        if (bad) {
+          bad_label = true;
+          return;
+        }
+        for (int64_t c = 0; c < C; ++c) count[c + 1] += count[c];
+      }
+    });
+    if (bad_label) return;
     AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conditional_wasserstein_cpu", [&] {
-      conditional_columns<scalar_t, L>(z, ref, ref_index, lab_small.data(), offsets, N, d, K, C,
-                                       out, bad_index);
+      conditional_columns<scalar_t, L>(z, ref, ref_index, permute_seed, scale_by_range,
+                                       lab_small.data(), offsets, N, d, K, C, out, bad_index);
     });
   };
   if (C <= 256) {
@@ -417,6 +614,8 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
   } else {
     run(int32_t{});
   }
+  TORCH_CHECK_VALUE(!bad_label, "conditional_wasserstein: labels must lie in [0, num_classes = ",
+                    C, ")");
   TORCH_CHECK_VALUE(!bad_index, "conditional_wasserstein: reference_index must hold a "
                     "permutation of 0..N-1 in every column");
   return out;
@@ -429,8 +628,13 @@ TORCH_LIBRARY_FRAGMENT(wtc_ext, m) {
         "-> Tensor");
   m.def("wasserstein_1d_backward(Tensor grad, Tensor u, Tensor v, Tensor? u_weights, "
         "Tensor? v_weights) -> (Tensor, Tensor)");
+  // permuted: the reference is permute_dims(z, generator=generator) (its permutation, drawn in
+  // the kernel and never written out). scale_by_range: the distances of z's columns divided by
+  // each column's range (max - min; constant columns unscaled), as if z had been.
   m.def("conditional_wasserstein(Tensor z, Tensor labels, Tensor? reference, "
-        "Tensor? reference_index, int num_classes) -> Tensor");
+        "Tensor? reference_index, int num_classes, bool permuted=False, "
+        "Generator? generator=None, bool scale_by_range=False) -> Tensor",
+        {at::Tag::nondeterministic_seeded});
 }
 
 TORCH_LIBRARY_IMPL(wtc_ext, CPU, m) {

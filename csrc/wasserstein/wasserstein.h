@@ -13,6 +13,6 @@ void check_wasserstein_1d_args(const at::Tensor& u, const at::Tensor& v,
 void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
                             const std::optional<at::Tensor>& reference,
                             const std::optional<at::Tensor>& reference_index,
-                            int64_t num_classes);
+                            int64_t num_classes, bool permuted, bool check_label_range = true);
 
 }  // namespace wtc

@@ -8,6 +8,7 @@
 
 #include <utility>
 
+#include "permute_dims/permute_dims.h"
 #include "wasserstein/wasserstein.h"
 #include "wasserstein/wasserstein_cuda.h"
 
@@ -72,9 +73,19 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cuda(
 at::Tensor conditional_wasserstein_cuda(const at::Tensor& z_in, const at::Tensor& labels,
                                         const std::optional<at::Tensor>& reference_values,
                                         const std::optional<at::Tensor>& reference_index,
-                                        int64_t num_classes) {
-  check_conditional_args(z_in, labels, reference_values, reference_index, num_classes);
+                                        int64_t num_classes, bool permuted,
+                                        std::optional<at::Generator> generator,
+                                        bool scale_by_range) {
+  check_conditional_args(z_in, labels, reference_values, reference_index, num_classes, permuted);
   std::optional<at::Tensor> reference = reference_values;
+  if (permuted) {
+    // permute_dims's permutation of the columns, computed on (d, N, 1) as the CPU kernel's
+    // column streams are numbered (column j is stream j either way).
+    reference = std::get<0>(permute_dims_op().call(z_in.t().unsqueeze(-1), std::move(generator),
+                                                   /*return_index=*/false))
+                    .squeeze(-1)
+                    .t();
+  }
   if (reference_index.has_value()) {
     const at::Tensor sorted_index = std::get<0>(reference_index->sort(0));
     TORCH_CHECK_VALUE(
@@ -127,6 +138,11 @@ at::Tensor conditional_wasserstein_cuda(const at::Tensor& z_in, const at::Tensor
                                       b_len.const_data_ptr<int64_t>(), d * C, out_k.data_ptr(),
                                       is_double, stream));
     out.select(1, k).copy_(out_k);
+  }
+  if (scale_by_range) {
+    at::Tensor span = z_sorted.select(0, N - 1) - z_sorted.select(0, 0);  // (d)
+    span = at::where(span > 0, span, at::ones_like(span));  // constant columns unscaled
+    out.div_(span.view({d, 1, 1}));
   }
   return out;
 }

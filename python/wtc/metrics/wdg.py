@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import wtc_ext
+from wtc_ext.ops import _as_labels
 
 VARIANTS = ("paper", "exact")
 
@@ -40,7 +41,8 @@ class WDGResult(NamedTuple):
 
 
 def _as_codes(codes) -> torch.Tensor:
-    """Codes as float64 columns: (d, N), contiguous, so that each column is read in order."""
+    """Codes as an (N, d) float64 tensor, in any layout (the kernels read strided columns), and
+    without a copy when they already are one."""
     z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes))
     if z.dim() != 2:
         raise ValueError(f"wdg: expected codes of shape (N, d), got {tuple(z.shape)}")
@@ -50,12 +52,11 @@ def _as_codes(codes) -> torch.Tensor:
         raise ValueError(f"wdg: needs at least 2 latent dims (a gap between two), got {z.shape[1]}")
     if z.shape[0] < 2:
         raise ValueError(f"wdg: needs at least 2 samples, got {z.shape[0]}")
-    columns = torch.empty((z.shape[1], z.shape[0]), dtype=torch.float64, device=z.device)
-    columns.copy_(z.detach().t())  # converts and transposes in one pass
+    z = z.detach().to(torch.float64)
     # a finite sum means finite values; a non-finite one may be an overflow: look closer
-    if not torch.isfinite(columns.sum()) and not torch.isfinite(columns).all():
+    if not torch.isfinite(z.sum()) and not torch.isfinite(z).all():
         raise ValueError("wdg: codes contain NaN or infinite values")
-    return columns
+    return z
 
 
 def _as_factors(factors, n: int, device) -> torch.Tensor:
@@ -69,6 +70,20 @@ def _as_factors(factors, n: int, device) -> torch.Tensor:
         raise ValueError(f"wdg: expected factors of shape (N, K) with N = {n} like the codes, "
                          f"got {tuple(y.shape)}")
     return y.to(device=device, dtype=torch.int64)
+
+
+def _value_classes(y: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Factor values as class indices for the kernel: value - the factor's minimum when the
+    values span a small range (values that do not occur are empty classes, which the kernel
+    leaves NaN and the means skip), else the rank among the distinct values."""
+    if y.numel() == 0:
+        return y.contiguous(), 1
+    low, high = torch.aminmax(y, dim=0)
+    span = int((high - low).max()) + 1
+    if span > 4 * y.shape[0] + 1024:
+        classes, counts = _as_labels(y, y.shape[0], y.device)
+        return classes, max(counts)
+    return (y - low if bool((low != 0).any()) else y).contiguous(), span
 
 
 def scale_by_range(z: torch.Tensor) -> torch.Tensor:
@@ -94,24 +109,17 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
     """
     if variant not in VARIANTS:
         raise ValueError(f"wdg: variant must be one of {VARIANTS}, got {variant!r}")
-    columns = _as_codes(codes)  # (d, N)
-    # Scaling a column by 1/range scales each of its distances by the same factor (and keeps its
-    # order and permutation): divide the distances, not the codes.
-    low, high = torch.aminmax(columns, dim=1)
-    span = high - low
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    y = _as_factors(factors, columns.shape[1], columns.device)
-    index = None
+    z = _as_codes(codes)  # (N, d)
+    y = _as_factors(factors, z.shape[0], z.device)
+    classes, num_classes = _value_classes(y)
+    # (d, K, C), NaN for absent classes. Dividing a column by its range divides its distances by
+    # it. The paper's permuted reference is permute_dims's (permuted_reference's), drawn in the
+    # kernel; its sorted order is z's, so each column is sorted once in all.
+    generator = None
     if variant == "paper":
-        # permute_dims of the (N, d) codes, computed on (d, N, 1) columns: the same column
-        # streams give the same permutations, written contiguously (permuted_reference's).
-        generator = torch.Generator(device=columns.device).manual_seed(int(seed))
-        index = wtc_ext.permute_dims(columns.unsqueeze(-1), generator=generator,
-                                     return_index=True)[1].squeeze(-1).t()
-    # (d, K, C), NaN for absent classes; the permuted reference is given by its index, so its
-    # sorted order comes from z's (one sort per column in all). Column-major views: the kernel
-    # reads each column contiguously.
-    W = wtc_ext.conditional_wasserstein(columns.t(), y, reference_index=index) / span[:, None, None]
+        generator = torch.Generator(device=z.device).manual_seed(int(seed))
+    W = torch.ops.wtc_ext.conditional_wasserstein.default(
+        z, classes, None, None, num_classes, variant == "paper", generator, True)
     matrix = torch.nanmean(W, dim=2)  # (d, K)
     top2 = matrix.topk(2, dim=0).values  # (2, K)
     gaps = top2[0] - top2[1]
