@@ -356,9 +356,19 @@ def test_mig_bins_float32_codes_in_float32():
     # A value that sits on a float32 histogram edge but not on the float64 one: binning in the
     # codes' precision (as disentanglement_lib does) decides its bin.
     rng = np.random.default_rng(8)
-    z = rng.normal(size=(2000, 2)).astype(np.float32)
-    y = rng.integers(0, 4, size=(2000, 2))
-    bins = np.stack([np.digitize(z[:, j], np.histogram(z[:, j], 20)[1][:-1]) for j in range(2)], 1)
+    # every float32 edge of [0, 1] is a value, in both columns: several land on float32 edges
+    # that lie off the float64 ones
+    edges = np.histogram(np.array([0, 1], dtype=np.float32), 20)[1]
+    col = np.concatenate([edges, rng.random(200).astype(np.float32)])
+    z = np.stack([col, rng.permutation(col)], 1)
+    y = rng.integers(0, 4, size=(len(z), 2))
+
+    def bins_of(codes):
+        return np.stack([np.digitize(codes[:, j], np.histogram(codes[:, j], 20)[1][:-1])
+                         for j in range(2)], 1)
+
+    bins = bins_of(z)
+    assert not np.array_equal(bins, bins_of(z.astype(np.float64)))  # the case is a real one
     assert np.array_equal(discretize(z), bins)
     from wtc.metrics._utils import as_codes
 

@@ -131,3 +131,15 @@ def test_cuda_matches_cpu():
     # The paper variant draws its permutation from the CUDA generator: a different sample.
     paper = wdg(torch.tensor(z, device="cuda"), torch.tensor(factors, device="cuda"))
     assert paper.score == pytest.approx(wdg(z, factors).score, rel=0.2)
+
+
+def test_factor_values_need_not_be_contiguous():
+    """Factor values with gaps between them (5 f + 7) are the same classes as f."""
+    rng = np.random.default_rng(12)
+    factors = np.stack([rng.integers(0, n, 600) for n in (3, 7)], 1)
+    codes = rng.normal(size=(600, 4)) + np.repeat(factors, 2, axis=1) * 0.3
+    for variant in ("paper", "exact"):
+        dense = wdg(codes, factors, variant=variant, seed=2)
+        spread = wdg(codes, 5 * factors + 7, variant=variant, seed=2)
+        assert spread.score == pytest.approx(dense.score, rel=1e-12)
+        np.testing.assert_allclose(spread.matrix, dense.matrix, rtol=1e-12)

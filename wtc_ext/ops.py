@@ -206,7 +206,7 @@ def _mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, ce
             [b.new_empty(b.shape) for b in biases], p.new_empty(p.shape), q.new_empty(q.shape))
 
 
-# Autograd is registered in C++ (csrc/critic/mlp_critic.cpp): the backward only scales the
+# Autograd is registered in C++ (csrc/critic/mlp_critic.cpp): the backward hands over the
 # gradients the forward computed.
 
 
@@ -301,9 +301,13 @@ torch.library.register_autograd("wtc_ext::wasserstein_1d", _wasserstein_1d_backw
                                 setup_context=_wasserstein_1d_setup_context)
 
 
-def _as_labels(labels: torch.Tensor, n: int, device) -> tuple[torch.Tensor, list[int]]:
+def _as_labels(labels: torch.Tensor, n: int, device, ranks: bool = True
+               ) -> tuple[torch.Tensor, list[int]]:
     """Integer labels (N,) or (N, K) -> (N, K) int64 class indices (the rank of each value among
-    the factor's distinct values) and each factor's number of classes."""
+    the factor's distinct values) and each factor's number of classes. With ``ranks=False`` a
+    class may also be value - the factor's minimum, the values missing in between being empty
+    classes (the kernels leave them NaN): for callers that only average over classes, it saves
+    finding which values occur."""
     labels = torch.as_tensor(labels)
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"conditional_wasserstein: labels must be integers, got {labels.dtype}")
@@ -318,8 +322,10 @@ def _as_labels(labels: torch.Tensor, n: int, device) -> tuple[torch.Tensor, list
     low, high = torch.aminmax(labels, dim=0)
     span = int((high - low).max()) + 1
     if span <= 4 * n + 1024:
-        # Small ranges (the usual factor classes): ranks by counting, no sort.
         shifted = labels - low if bool((low != 0).any()) else labels
+        if not ranks:
+            return shifted.contiguous(), (high - low + 1).tolist()
+        # Small ranges (the usual factor classes): ranks by counting, no sort.
         offsets = torch.arange(labels.shape[1], device=device) * span
         present = torch.bincount((shifted + offsets).flatten(),
                                  minlength=span * labels.shape[1]).view(-1, span) > 0

@@ -261,9 +261,10 @@ const c10::TypedOperatorHandle<MlpCriticLossSignature>& mlp_critic_loss_op() {
   return op;
 }
 
-// Autograd in C++: the forward already holds every gradient, so the backward only scales them
-// by the incoming gradient. (A Python autograd registration cost a third of the op's time at
-// batch 64 on a CPU.) The gradients are returned as outputs too, marked non-differentiable.
+// Autograd in C++: the forward already holds every gradient, so the backward hands them over
+// (scaled by the incoming gradient unless that is 1). (A Python autograd registration cost a
+// third of the op's time at batch 64 on a CPU.) The gradients are returned as outputs too,
+// marked non-differentiable.
 class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunction> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,

@@ -174,9 +174,7 @@ struct RadixSorter {
   // without far outliers (codes) nearly every value gets its own key, in a pass fewer than the
   // float32 keys need. False (nothing sorted) when the extremes do not give a finite scale.
   bool radix_linear24(const T* x, int64_t N, int64_t stride, int32_t* rows) {
-    constexpr int kBits = 12;
-    constexpr uint32_t kMask = (1u << kBits) - 1;
-    constexpr uint32_t kTop = (1u << (2 * kBits)) - 1;
+    constexpr uint32_t kTop = (1u << 24) - 1;
     if (N < 2) return false;
     T lo = x[0], hi = x[0];
     for (int64_t i = 1; i < N; ++i) {
@@ -184,46 +182,36 @@ struct RadixSorter {
       lo = v < lo ? v : lo;
       hi = v > hi ? v : hi;
     }
-    const double scale = static_cast<double>(kTop) / (static_cast<double>(hi) - lo);
+    const double low = static_cast<double>(lo);
+    const double scale = static_cast<double>(kTop) / (static_cast<double>(hi) - low);
     if (!(scale > 0) || !std::isfinite(scale)) return false;
-    uint32_t count[2][(1 << kBits) + 1] = {};
-    uint64_t* cur = items.data();
-    uint64_t* tmp = items_tmp.data();
-    for (int64_t i = 0; i < N; ++i) {
-      const double scaled = (static_cast<double>(x[i * stride]) - lo) * scale;
-      const uint32_t key = scaled < kTop ? static_cast<uint32_t>(scaled) : kTop;
-      cur[i] = (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(i);
-      ++count[0][(key & kMask) + 1];
-      ++count[1][(key >> kBits) + 1];
-    }
-    for (int pass = 0; pass < 2; ++pass) {
-      const int shift = 32 + pass * kBits;
-      uint32_t* c = count[pass];
-      if (c[((cur[0] >> shift) & kMask) + 1] == static_cast<uint32_t>(N)) continue;
-      for (uint32_t b = 0; b < (1u << kBits); ++b) c[b + 1] += c[b];
-      for (int64_t i = 0; i < N; ++i) tmp[c[(cur[i] >> shift) & kMask]++] = cur[i];
-      std::swap(cur, tmp);
-    }
-    for (int64_t i = 0; i < N; ++i) rows[i] = static_cast<int32_t>(cur[i] & 0xffffffffu);
+    radix_packed<2, 12>(x, N, stride, rows, [=](T v) {
+      const double scaled = (static_cast<double>(v) - low) * scale;
+      return scaled < kTop ? static_cast<uint32_t>(scaled) : kTop;
+    });
     return true;
   }
 
-  // The float32 image of each value as the key, its row packed below it so that a pass moves
-  // one word, and the three digits' counts taken in one read of the keys.
+  // Keys: the float32 image of each value (three 11-bit digits).
   void radix32(const T* x, int64_t N, int64_t stride, int32_t* rows) {
-    constexpr int kBits = 11;
+    radix_packed<3, 11>(x, N, stride, rows, [](T v) { return sortable_key(to_float_key(v)); });
+  }
+
+  // LSD radix sort on a 32-bit key per value, its row packed below it so that a pass moves one
+  // word, and every digit's counts taken in one read of the keys; passes all keys share a digit
+  // in are skipped.
+  template <int kPasses, int kBits, typename KeyFn>
+  void radix_packed(const T* x, int64_t N, int64_t stride, int32_t* rows, KeyFn key_of) {
     constexpr uint32_t kMask = (1u << kBits) - 1;
-    uint32_t count[3][(1 << kBits) + 1] = {};
+    uint32_t count[kPasses][(1 << kBits) + 1] = {};
     uint64_t* cur = items.data();
     uint64_t* tmp = items_tmp.data();
     for (int64_t i = 0; i < N; ++i) {
-      const uint32_t key = sortable_key(to_float_key(x[i * stride]));
+      const uint32_t key = key_of(x[i * stride]);
       cur[i] = (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(i);
-      ++count[0][(key & kMask) + 1];
-      ++count[1][((key >> kBits) & kMask) + 1];
-      ++count[2][(key >> (2 * kBits)) + 1];
+      for (int pass = 0; pass < kPasses; ++pass) ++count[pass][((key >> (pass * kBits)) & kMask) + 1];
     }
-    for (int pass = 0; pass < 3; ++pass) {
+    for (int pass = 0; pass < kPasses; ++pass) {
       const int shift = 32 + pass * kBits;
       uint32_t* c = count[pass];
       if (N == 0 || c[((cur[0] >> shift) & kMask) + 1] == static_cast<uint32_t>(N)) continue;
@@ -465,8 +453,8 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
       double span = scale_by_range ? static_cast<double>(zs[N - 1]) - static_cast<double>(zs[0])
                                    : 1.0;
       if (!(span > 0)) span = 1.0;  // a constant column is left unscaled
-      // Factor by factor, so the label column (N bytes) and the split sample (N values) stay
-      // in the core's cache: a[offsets[k][c] + i] is the i-th smallest value of label c.
+      // Factor by factor, so the label column (N bytes) and the walk's state stay in the core's
+      // cache.
       for (int64_t k = 0; k < K; ++k) {
         const L* lab_k = lab + k * N;
         const int64_t* off = offsets.data() + k * (C + 1);
@@ -493,17 +481,18 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
           }
           for (int64_t c = 0; c < C; ++c) acc[c] = gap[c].acc;
         } else {
-        std::copy(off, off + C, pos);
-        for (int64_t t = 0; t < N; ++t) a[pos[lab_k[z_rows[t]]]++] = zs[t];
-        if (pr) {
+          // a[offsets[k][c] + i]: the i-th smallest value of label c.
           std::copy(off, off + C, pos);
-          std::fill(acc, acc + C, 0.0);
-          for (int64_t t = 0; t < N; ++t) {
-            const L c = lab_k[r_rows[t]];
-            acc[c] += std::abs(static_cast<double>(a[pos[c]++]) -
-                               static_cast<double>(r_sorted[t]));
+          for (int64_t t = 0; t < N; ++t) a[pos[lab_k[z_rows[t]]]++] = zs[t];
+          if (pr) {  // a reference of its own, sorted: pair equal ranks, W1 = mean |a_i - b_i|
+            std::copy(off, off + C, pos);
+            std::fill(acc, acc + C, 0.0);
+            for (int64_t t = 0; t < N; ++t) {
+              const L c = lab_k[r_rows[t]];
+              acc[c] += std::abs(static_cast<double>(a[pos[c]++]) -
+                                 static_cast<double>(r_sorted[t]));
+            }
           }
-        }
         }
         for (int64_t c = 0; c < C; ++c) {
           const int64_t nc = off[c + 1] - off[c];

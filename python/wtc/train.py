@@ -243,16 +243,17 @@ class Trainer:
             data_rng = np.random.default_rng(config.seed)
             start = 0
         checked = start
-        writer = self._tensorboard(start)
         log = open(self.out / LOG, "a")
-        bar = None
-        if config.progress:
-            from tqdm import tqdm
+        writer = bar = None
+        try:  # the finally below closes whatever was opened
+            writer = self._tensorboard(start)
+            if config.progress:
+                from tqdm import tqdm
 
-            bar = tqdm(total=config.steps, initial=start, desc=config.model, dynamic_ncols=True)
-        self.model.train()
-        t0, last_step = time.perf_counter(), start
-        try:
+                bar = tqdm(total=config.steps, initial=start, desc=config.model,
+                           dynamic_ncols=True)
+            self.model.train()
+            t0, last_step = time.perf_counter(), start
             for step in range(start, config.steps):
                 indices = data_rng.integers(0, len(self.dataset), config.batch_size)
                 x = self.dataset.batch(indices).to(self.device, non_blocking=True)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from wtc.metrics._utils import as_codes, discretize, mutual_information
 from wtc.metrics.dci import dci
-from wtc.metrics.factor_vae import beta_vae_score, factor_vae_score
-from wtc.metrics.mig import mig
-from wtc.metrics.modularity import modularity_explicitness, modularity_score
+from wtc.metrics.factor_vae import _rngs, beta_vae_score, factor_vae_score
+from wtc.metrics.mig import mig_from_mutual_information
+from wtc.metrics.modularity import explicitness, modularity_score
 from wtc.metrics.sampling import dlib_factor_batches
 from wtc.metrics.sap import sap
 from wtc.metrics.wdg import wdg
@@ -80,25 +81,30 @@ def one_repeat(dataset, represent, metrics, n: dict, protocol: str, seed: int,
     metrics = list(metrics)
     ztr = ytr = zte = yte = None
     if TRAIN_METRICS & set(metrics):
-        if p["sampling"] == "dlib":
-            # Every code-based metric of disentanglement_lib starts its own RandomState(seed)
-            # and draws the same train and test sets: draw them once.
-            draws = np.random.RandomState(seed)
-            obs_rng = np.random.default_rng(seed)
+        # Every code-based metric of disentanglement_lib starts its own RandomState(seed) and
+        # draws the same train and test sets: they are drawn once.
+        draws, obs_rng = _rngs(seed, p["sampling"])
 
-            def sample(size):
-                return dlib_factor_batches(dataset, size, draws)
-        else:
-            draws = obs_rng = np.random.default_rng(seed)
+        def sample(size):
+            if p["sampling"] == "dlib":
+                y = dlib_factor_batches(dataset, size, draws)
+            else:
+                y = dataset.sample_factors(size, draws)
+            z = represent(dataset.sample_observations_from_factors(y, obs_rng))
+            return as_codes(z), y
 
-            def sample(size):
-                return dataset.sample_factors(size, draws)
-        ytr = sample(n["num_train"])
-        ztr = represent(dataset.sample_observations_from_factors(ytr, obs_rng)).numpy()
+        ztr, ytr = sample(n["num_train"])
         if TEST_METRICS & set(metrics):
-            yte = sample(n["num_test"])
-            zte = represent(dataset.sample_observations_from_factors(yte, obs_rng)).numpy()
-    out, mig_result = {}, None
+            zte, yte = sample(n["num_test"])
+    mi = None  # the train codes' MI with the factors, shared by MIG and Modularity
+
+    def train_mi():
+        nonlocal mi
+        if mi is None:
+            mi = mutual_information(discretize(ztr), ytr)
+        return mi
+
+    out = {}
     for m in metrics:
         if m == "reconstruction":
             v = reconstruction_error(model, dataset, num_samples=n["num_test"], seed=seed)
@@ -112,12 +118,12 @@ def one_repeat(dataset, represent, metrics, n: dict, protocol: str, seed: int,
             v = beta_vae_score(dataset, represent, num_train=n["votes_train"],
                                num_eval=n["votes_eval"], seed=seed,
                                sampling=p["sampling"]).eval_accuracy
-        elif m in ("mig", "modularity"):
-            mig_result = mig_result or mig(ztr, ytr)
-            v = (mig_result.score if m == "mig"
-                 else modularity_score(mig_result.mutual_information).mean())
+        elif m == "mig":
+            v = mig_from_mutual_information(train_mi(), ytr).score
+        elif m == "modularity":
+            v = modularity_score(train_mi()).mean()
         elif m == "explicitness":
-            v = modularity_explicitness(ztr, ytr, zte, yte, seed=seed).explicitness_test
+            v = explicitness(ztr, ytr, zte, yte, seed=seed)[1]
         elif m == "dci":
             v = dci(ztr, ytr, zte, yte, seed=seed).disentanglement
         elif m == "sap":
@@ -134,13 +140,11 @@ def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", 
     """{metric: {"mean", "std", "values"}} plus the settings used. ``scale`` multiplies every
     sample size (for quick looks; 1.0 is the protocol); ``sizes`` sets named ones outright
     (num_train, num_test, votes_train, votes_eval, variance_samples)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+    repeats, n = protocol_settings(protocol, repeats, scale, sizes)  # checks protocol
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
     p = PROTOCOLS[protocol]
-    repeats, n = protocol_settings(protocol, repeats, scale, sizes)
     represent = _representation(model)
     values = {m: [] for m in metrics}
     seeds = [seed + p["seed_stride"] * i for i in range(repeats)]

@@ -29,10 +29,15 @@ def mig(codes, factors, num_bins: int = 20) -> MIGResult:
     """
     z = as_codes(codes)
     y = as_factors(factors, len(z))
-    if z.shape[1] < 2:
+    return mig_from_mutual_information(mutual_information(discretize(z, num_bins), y), y)
+
+
+def mig_from_mutual_information(m: np.ndarray, factors: np.ndarray) -> MIGResult:
+    """MIG from the (d, K) MI matrix of discretised codes and ``factors`` (N, K) integer classes
+    (so that Modularity can share the matrix)."""
+    if m.shape[0] < 2:
         raise ValueError("mig: needs at least 2 code dims")
-    m = mutual_information(discretize(z, num_bins), y)  # (d, K)
-    h = entropies(y)
+    h = entropies(factors)
     top = np.sort(m, axis=0)[::-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         gaps = np.where(h > 0, (top[0] - top[1]) / h, np.nan)

@@ -72,20 +72,6 @@ def _as_factors(factors, n: int, device) -> torch.Tensor:
     return y.to(device=device, dtype=torch.int64)
 
 
-def _value_classes(y: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Factor values as class indices for the kernel: value - the factor's minimum when the
-    values span a small range (values that do not occur are empty classes, which the kernel
-    leaves NaN and the means skip), else the rank among the distinct values."""
-    if y.numel() == 0:
-        return y.contiguous(), 1
-    low, high = torch.aminmax(y, dim=0)
-    span = int((high - low).max()) + 1
-    if span > 4 * y.shape[0] + 1024:
-        classes, counts = _as_labels(y, y.shape[0], y.device)
-        return classes, max(counts)
-    return (y - low if bool((low != 0).any()) else y).contiguous(), span
-
-
 def scale_by_range(z: torch.Tensor) -> torch.Tensor:
     """Each column divided by its range (max - min), not centred; constant columns unchanged."""
     span = z.max(0).values - z.min(0).values
@@ -111,7 +97,8 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
         raise ValueError(f"wdg: variant must be one of {VARIANTS}, got {variant!r}")
     z = _as_codes(codes)  # (N, d)
     y = _as_factors(factors, z.shape[0], z.device)
-    classes, num_classes = _value_classes(y)
+    # Classes by value - minimum: absent values are NaN columns, which the means skip.
+    classes, counts = _as_labels(y, z.shape[0], z.device, ranks=False)
     # (d, K, C), NaN for absent classes. Dividing a column by its range divides its distances by
     # it. The paper's permuted reference is permute_dims's (permuted_reference's), drawn in the
     # kernel; its sorted order is z's, so each column is sorted once in all.
@@ -119,7 +106,7 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
     if variant == "paper":
         generator = torch.Generator(device=z.device).manual_seed(int(seed))
     W = torch.ops.wtc_ext.conditional_wasserstein.default(
-        z, classes, None, None, num_classes, variant == "paper", generator, True)
+        z, classes, None, None, max(counts, default=1) or 1, variant == "paper", generator, True)
     matrix = torch.nanmean(W, dim=2)  # (d, K)
     top2 = matrix.topk(2, dim=0).values  # (2, K)
     gaps = top2[0] - top2[1]

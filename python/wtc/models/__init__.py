@@ -67,8 +67,11 @@ class Decoder(nn.Module):
         )
 
     def forward(self, z):
-        # net[:5] is the fully connected part; the transposed convolutions follow
-        return self.net[5:](_cpu_channels_last(self.net[:5](z)))
+        for layer in self.net:
+            z = layer(z)
+            if isinstance(layer, nn.Unflatten):  # the transposed convolutions follow
+                z = _cpu_channels_last(z)
+        return z
 
 
 def _cpu_channels_last(x):
