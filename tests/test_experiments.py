@@ -73,9 +73,13 @@ def test_toml_spec_starts_from_a_preset_and_overrides(tmp_path):
     ({"eval": {"sizes": {"votes": 3}}}, "unknown sample size in eval.sizes 'votes'"),
     ({"eval": {"metrics": ["fvae"]}}, "unknown metric in eval.metrics 'fvae'"),
     ({"preset": "huge"}, "unknown preset 'huge'"),
+    ({"data": ["dsprites-procedural"], "data_options": {"dsprites-procedural": {"cache": 1}}},
+     "unknown option in [data_options.dsprites-procedural] 'cache'"),
+    ({"data": ["dsprites-procedural"], "data_options": {"dsprites-procedural": 4}},
+     "data_options.dsprites-procedural must be a table"),
 ])
 def test_bad_specs_name_the_problem(raw, message):
-    with pytest.raises(SpecError, match=None) as err:
+    with pytest.raises(SpecError) as err:
         from_dict(raw)
     assert message in str(err.value)
 
@@ -87,6 +91,10 @@ def test_spec_file_errors(tmp_path):
     bad.write_text("models = [")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_spec(bad)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"models": [')
+    with pytest.raises(SpecError, match="not valid JSON"):
+        load_spec(bad_json)
     other = tmp_path / "spec.yaml"
     other.write_text("models: []")
     with pytest.raises(SpecError, match=".toml or .json"):

@@ -16,8 +16,9 @@ def _add_data_options(parser) -> None:
 
 
 def _data_options(args) -> dict:
-    return {k: getattr(args, k) for k in ("step", "protocol", "variant")
-            if getattr(args, k) is not None}
+    from wtc.data import CLI_OPTIONS
+
+    return {k: getattr(args, k) for k in CLI_OPTIONS if getattr(args, k) is not None}
 
 
 def _cmd_data(args) -> int:
@@ -104,7 +105,6 @@ def _cmd_traverse(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    import json
     import platform
     from pathlib import Path
 
@@ -114,7 +114,7 @@ def _cmd_eval(args) -> int:
     import torch
 
     from wtc.metrics import evaluate
-    from wtc.train import TrainingError, load_run
+    from wtc.train import TrainingError, load_run, write_json_atomic
 
     try:
         model, config, dataset = load_run(args.run_dir, device=args.device)
@@ -129,9 +129,7 @@ def _cmd_eval(args) -> int:
                           "python": platform.python_version()}
     result["run"] = {"model": config.model, "data": config.data}
     path = Path(args.run_dir) / "eval.json"
-    tmp = path.with_name(".eval.json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)  # a killed evaluation never leaves a half-written file
+    write_json_atomic(result, path)  # a killed evaluation never leaves a half-written file
     print(f"{'metric':<14} {'mean':>9} {'std':>9}  ({result['protocol']}, "
           f"{result['repeats']} repeat(s))")
     for name, v in result["metrics"].items():

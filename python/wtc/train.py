@@ -104,10 +104,20 @@ def build_model(config: TrainConfig, dataset) -> models.DisentanglingModel:
                         latent_dim=config.latent_dim, **config.strengths(), **extra)
 
 
-def _atomic_save(obj, path: Path) -> None:
+def atomic_write(path: Path, write) -> None:
+    """write(temporary path) and a rename: a killed write leaves the previous file intact."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a killed write leaves the previous checkpoint intact
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: Path) -> dict:

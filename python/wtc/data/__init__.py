@@ -26,6 +26,8 @@ _FILES = {
 }
 _PROCEDURAL = {"dsprites": "dsprites-procedural", "shapes3d": "shapes3d-procedural"}
 NAMES = tuple(_FILES) + tuple(_PROCEDURAL.values())
+# The options of load that the command line (wtc data, wtc train) and sweep specs pass on.
+CLI_OPTIONS = ("step", "protocol", "variant")
 
 
 def data_roots(root=None) -> list[Path]:

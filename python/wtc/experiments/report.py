@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from wtc.experiments.spec import SweepSpec
-from wtc.experiments.sweep import eval_complete, expected_eval, load_sweep, read_json
+from wtc.experiments.sweep import (
+    eval_complete,
+    expected_eval,
+    is_trained,
+    load_sweep,
+    read_json,
+)
 
 COLUMNS = {"factor_vae": "FactorVAE score", "wdg": "WDG", "modularity": "Modularity",
            "mig": "MIG", "reconstruction": "Reconstruction"}
@@ -69,9 +75,8 @@ def collect(sweep_dir) -> Collected:
         s = settings.setdefault(key, Setting(run.data, run.model, run.strength, run.value))
         s.expected_seeds += 1
         run_dir = sweep_dir / run.id
-        result = read_json(run_dir / "result.json")
         evaluation = read_json(run_dir / "eval.json")
-        if not isinstance(result, dict) or result.get("steps") != spec.steps:
+        if not is_trained(spec, run_dir):
             missing[run.id] = ("not trained" if not run_dir.exists() else
                                "training not finished")
             continue

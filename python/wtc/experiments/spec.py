@@ -78,7 +78,7 @@ class SweepSpec:
         return [float(v) for v in self.strengths.get(model, PAPER_STRENGTHS[model])]
 
     def validate(self) -> SweepSpec:
-        from wtc.data import NAMES
+        from wtc.data import CLI_OPTIONS, NAMES
         from wtc.metrics.evaluate import METRICS, PROTOCOLS, SIZE_NAMES
 
         def check_names(kind, given, valid):
@@ -98,6 +98,12 @@ class SweepSpec:
         check_names("model in [strengths]", list(self.strengths), list(MODELS))
         check_names("model in [fixed]", list(self.fixed), list(MODELS))
         check_names("data set in [data_options]", list(self.data_options), self.data)
+        for name, options in self.data_options.items():
+            if not isinstance(options, dict):
+                raise SpecError(f"data_options.{name} must be a table of options, got "
+                                f"{options!r}")
+            # each run's wtc train gets them as command-line options
+            check_names(f"option in [data_options.{name}]", list(options), list(CLI_OPTIONS))
         for model, values in self.strengths.items():
             if model not in self.models:
                 raise SpecError(f"[strengths] sets {model}, which is not in models "
@@ -208,7 +214,10 @@ def load_spec(source: str | Path) -> SweepSpec:
         raise SpecError(f"{text!r} is neither a preset ({', '.join(PRESETS)}) nor an existing "
                         "spec file")
     if path.suffix == ".json":
-        raw = json.loads(path.read_text())
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise SpecError(f"{path}: not valid JSON: {err}") from None
     elif path.suffix == ".toml":
         try:
             import tomllib

@@ -20,10 +20,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wtc.experiments.spec import SWEPT, SweepSpec, spec_from_json
+from wtc.train import write_json_atomic
 
 SWEEP_FILE = "sweep.json"
 EVENTS_FILE = "sweep-events.jsonl"
@@ -91,12 +93,16 @@ def eval_complete(evaluation: dict | None, expected: dict) -> bool:
             and all(m in evaluation["metrics"] for m in expected["metrics"]))
 
 
+def is_trained(spec: SweepSpec, run_dir: Path) -> bool:
+    """Training finished: result.json records the spec's number of steps."""
+    result = read_json(run_dir / "result.json")
+    return isinstance(result, dict) and result.get("steps") == spec.steps
+
+
 def run_state(spec: SweepSpec, run_dir: Path) -> str:
     """``done``, ``evaluate`` (trained, not evaluated), ``resume`` (a checkpoint to continue),
     ``restart`` (files but no checkpoint: killed before its first one) or ``new``."""
-    result = read_json(run_dir / "result.json")
-    trained = isinstance(result, dict) and result.get("steps") == spec.steps
-    if trained:
+    if is_trained(spec, run_dir):
         if eval_complete(read_json(run_dir / "eval.json"), expected_eval(spec)):
             return "done"
         return "evaluate"
@@ -180,9 +186,7 @@ def prepare(spec: SweepSpec, out: Path) -> None:
         except DataSetError as err:
             raise SweepError(f"data set {name}: {err}") from err
     if not path.exists():
-        tmp = path.with_name(f".{SWEEP_FILE}.tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "spec": current}, indent=1))
-        tmp.replace(path)
+        write_json_atomic({"format": FORMAT, "spec": current}, path)
 
 
 def load_sweep(out) -> tuple[SweepSpec, list[Run]]:
@@ -384,7 +388,7 @@ def run_sweep(spec: SweepSpec, out, jobs: int = 1, devices: list | None = None,
                 try:
                     future.result(timeout=0.5)  # a short wait keeps Ctrl-C responsive
                     break
-                except TimeoutError:
+                except FutureTimeout:  # not the builtin TimeoutError before Python 3.11
                     continue
     except BaseException:
         sweep.stop()
