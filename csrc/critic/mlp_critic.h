@@ -17,12 +17,11 @@ using CriticLossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vec
 // Rows with ||g_b|| = 0 get a zero gradient, as autograd's norm does.
 using PenaltyFn = std::function<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double, double)>;
 
-// The rows given may be a chunk of a batch of batch_total rows (0: the rows are the batch): the
-// returned loss, W1, penalty and parameter gradients are then that chunk's additive share.
+// The algorithm on ATen ops, for any device with a penalty kernel (the CPU has its own kernel).
 CriticLossResult mlp_critic_loss_impl(const at::Tensor& p, const at::Tensor& q,
                                       const at::Tensor& alpha, at::TensorList weights,
                                       at::TensorList biases, double w1_weight, double gp_weight,
-                                      double center, bool compute_grads, const PenaltyFn& penalty,
-                                      int64_t batch_total = 0);
+                                      double center, bool compute_grads,
+                                      const PenaltyFn& penalty);
 
 }  // namespace wtc
