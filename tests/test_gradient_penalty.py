@@ -34,6 +34,8 @@ def make_critic(kind, in_features, device, dtype):
         critic = MLPCritic(in_features, hidden=())
     elif kind == "deep":
         critic = MLPCritic(in_features, hidden=(32, 16, 8, 4, 2))
+    elif kind == "widening":  # a hidden layer wider than its input (the CPU kernel transposes)
+        critic = MLPCritic(in_features, hidden=(8, 64, 16))
     elif kind == "user":
         critic = nn.Sequential(nn.Linear(in_features, 64), nn.ReLU(inplace=True),
                                nn.Linear(64, 32, bias=False), nn.ReLU(), nn.Linear(32, 1))
@@ -64,7 +66,7 @@ def compare_penalty(critic, real, fake, dtype, center=1.0):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("kind", ["mlp", "shallow", "linear", "deep", "user"])
+@pytest.mark.parametrize("kind", ["mlp", "shallow", "linear", "deep", "widening", "user"])
 @pytest.mark.parametrize("batch", [1, 64])
 def test_gradient_penalty_matches_autograd(device, dtype, kind, batch):
     critic = make_critic(kind, 10, device, dtype)
@@ -74,7 +76,7 @@ def test_gradient_penalty_matches_autograd(device, dtype, kind, batch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("kind", ["mlp", "shallow", "linear", "user"])
+@pytest.mark.parametrize("kind", ["mlp", "shallow", "linear", "deep", "widening", "user"])
 @pytest.mark.parametrize("batch", [1, 64])
 def test_critic_loss_matches_autograd(device, dtype, kind, batch):
     critic = make_critic(kind, 10, device, dtype)
