@@ -78,22 +78,28 @@ class CriticLoss(NamedTuple):
 def mlp_layers(critic: nn.Module):
     """(weights, biases) if ``critic`` is a Linear, ReLU, ..., Linear(·, 1) stack the fused kernels
     handle, else None. Linears without bias get zero biases."""
-    if not isinstance(critic, nn.Sequential) or len(critic) % 2 == 0:
+    if not isinstance(critic, nn.Sequential) or critic._forward_hooks or critic._forward_pre_hooks:
         return None
-    modules = list(critic)
+    modules = list(critic._modules.values())
+    if len(modules) % 2 == 0:
+        return None
     weights, biases = [], []
-    for i, module in enumerate(modules):
-        if i % 2 == 1:
-            if type(module) is not nn.ReLU:
-                return None
-            continue
+    for module in modules[1::2]:
+        if type(module) is not nn.ReLU:
+            return None
+    for module in modules[::2]:
         if type(module) is not nn.Linear or module._forward_hooks or module._forward_pre_hooks:
             return None
-        weights.append(module.weight)
-        biases.append(module.bias if module.bias is not None
-                      else torch.zeros(module.out_features, device=module.weight.device,
-                                       dtype=module.weight.dtype))
-    if weights[-1].shape[0] != 1 or critic._forward_hooks or critic._forward_pre_hooks:
+        # _parameters directly: nn.Module.__getattr__ costs a microsecond a lookup, and a weight
+        # that is no longer a parameter (a reparametrised Linear) is not ours to fuse
+        params = module._parameters
+        weight, bias = params.get("weight"), params.get("bias")
+        if weight is None:
+            return None
+        weights.append(weight)
+        biases.append(bias if bias is not None
+                      else torch.zeros(weight.shape[0], device=weight.device, dtype=weight.dtype))
+    if weights[-1].shape[0] != 1:
         return None
     return weights, biases
 
@@ -120,14 +126,18 @@ def _interpolation_weights(real, generator):
 
 def _fused_inputs(critic, real):
     """(weights, biases) when the fused kernels apply to this call, else None."""
+    if real.dim() != 2 or real.dtype not in (torch.float32, torch.float64):
+        return None
     layers = mlp_layers(critic)
-    if layers is None or real.dim() != 2 or real.dtype not in (torch.float32, torch.float64):
+    if layers is None:
         return None
     weights, biases = layers
     if real.shape[1] != weights[0].shape[1]:
         return None
-    if any(t.dtype != real.dtype or t.device != real.device for t in weights + biases):
-        return None
+    dtype, device = real.dtype, real.device
+    for t in weights + biases:
+        if t.dtype != dtype or t.device != device:
+            return None
     return weights, biases
 
 

@@ -549,38 +549,39 @@ const c10::TypedOperatorHandle<MlpCriticLossSignature>& mlp_critic_loss_op() {
 
 // Autograd in C++: the forward already holds every gradient, so the backward hands them over
 // (scaled by the incoming gradient unless that is 1). (A Python autograd registration cost a
-// third of the op's time at batch 64 on a CPU.) The gradients are returned as outputs too,
-// marked non-differentiable.
+// third of the op's time at batch 64 on a CPU.) The op's gradient outputs are returned as
+// plain tensors without history.
 class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunction> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const at::Tensor& p, const at::Tensor& q,
                                                 const at::Tensor& alpha, at::TensorList weights,
                                                 at::TensorList biases, double w1_weight,
-                                                double gp_weight, double center) {
+                                                double gp_weight, double center,
+                                                std::vector<at::Tensor>* grads_out) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->set_materialize_grads(false);  // no zero tensors for the outputs nobody differentiates
     auto [loss, w1, gp, grad_w, grad_b, grad_p, grad_q] = mlp_critic_loss_op().call(
         p, q, alpha, weights, biases, w1_weight, gp_weight, center, /*compute_grads=*/true);
-    torch::autograd::variable_list out{loss, w1, gp};
-    out.insert(out.end(), grad_w.begin(), grad_w.end());
-    out.insert(out.end(), grad_b.begin(), grad_b.end());
-    out.push_back(grad_p);
-    out.push_back(grad_q);
-    // The gradients have no history (non-differentiable outputs), so they are kept as plain
-    // data: the backward can then hand them over to .grad without a copy.
-    ctx->saved_data["grads"] = std::vector<at::Tensor>(out.begin() + 3, out.end());
+    // The gradients have no history, so they are kept as plain data (the backward can then
+    // hand them over to .grad without a copy) and reach the caller past the Function: only
+    // the three scalars are its outputs (each output costs the Function's bookkeeping).
+    std::vector<at::Tensor> grads(grad_w.begin(), grad_w.end());
+    grads.insert(grads.end(), grad_b.begin(), grad_b.end());
+    grads.push_back(grad_p);
+    grads.push_back(grad_q);
+    ctx->saved_data["grads"] = grads;
     ctx->saved_data["layers"] = static_cast<int64_t>(grad_w.size());
-    torch::autograd::variable_list fixed(out.begin() + 1, out.end());
-    ctx->mark_non_differentiable(fixed);
-    return out;
+    ctx->mark_non_differentiable({w1, gp});
+    *grads_out = std::move(grads);
+    return {loss, w1, gp};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     const int64_t L = ctx->saved_data["layers"].toInt();
-    // p, q, alpha, L weights, L biases, three floats
-    torch::autograd::variable_list result(3 + 2 * L + 3);
+    // p, q, alpha, L weights, L biases, three floats, the gradients' destination
+    torch::autograd::variable_list result(3 + 2 * L + 4);
     const at::Tensor& grad_loss = grad_outputs[0];
     if (!grad_loss.defined()) return result;
     auto it = ctx->saved_data.find("grads");
@@ -623,12 +624,13 @@ CriticLossResult mlp_critic_loss_autograd(const at::Tensor& p, const at::Tensor&
     return mlp_critic_loss_op().call(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
                                      compute_grads);
   }
+  std::vector<at::Tensor> grads;
   const auto out = MlpCriticLossFunction::apply(p, q, alpha, weights, biases, w1_weight,
-                                                gp_weight, center);
+                                                gp_weight, center, &grads);
   const int64_t L = static_cast<int64_t>(weights.size());
-  std::vector<at::Tensor> grad_w(out.begin() + 3, out.begin() + 3 + L);
-  std::vector<at::Tensor> grad_b(out.begin() + 3 + L, out.begin() + 3 + 2 * L);
-  return {out[0], out[1], out[2], grad_w, grad_b, out[3 + 2 * L], out[4 + 2 * L]};
+  std::vector<at::Tensor> grad_w(grads.begin(), grads.begin() + L);
+  std::vector<at::Tensor> grad_b(grads.begin() + L, grads.begin() + 2 * L);
+  return {out[0], out[1], out[2], grad_w, grad_b, grads[2 * L], grads[2 * L + 1]};
 }
 
 }  // namespace
