@@ -264,8 +264,15 @@ ChunkSums critic_chunk(const T* p, const T* q, const T* alpha, int64_t b,
   size_t total = 2 * static_cast<size_t>(n) + static_cast<size_t>(b) * wmax +
                  static_cast<size_t>(n) * d0 + narrow_size;
   for (int64_t l = 0; l < L; ++l) total += static_cast<size_t>(n) * widths[l] * (l ? 2 : 1);
-  T* cursor = thread_workspace<T>(total);
-  auto take = [&cursor](int64_t count) { T* at = cursor; cursor += count; return at; };
+  // Every matrix starts on a 64-byte boundary (a cache line; what BLAS kernels prefer).
+  constexpr int64_t kAlign = 64 / sizeof(T);
+  T* cursor = thread_workspace<T>(total + (2 * L + 6) * kAlign);  // 2L + 4 matrices, the base
+  cursor += (kAlign - (reinterpret_cast<uintptr_t>(cursor) / sizeof(T)) % kAlign) % kAlign;
+  auto take = [&cursor](int64_t count) {
+    T* at = cursor;
+    cursor += (count + kAlign - 1) / kAlign * kAlign;
+    return at;
+  };
   std::vector<T*> H(L), D(L, nullptr);
   for (int64_t l = 0; l < L; ++l) H[l] = take(n * widths[l]);
   for (int64_t l = 1; l < L; ++l) D[l] = take(n * widths[l]);
