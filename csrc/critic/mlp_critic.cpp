@@ -493,16 +493,29 @@ CriticLossResult critic_loss_cpu_typed(const at::Tensor& p, const at::Tensor& q,
     total.gp += s.gp;
     total.guard += s.guard;
   }
-  for (int64_t c = 1; compute_grads && c < chunks; ++c) {
-    for (int64_t l = 0; l < L; ++l) {
-      const int64_t size_w = widths[l + 1] * widths[l], size_b = widths[l + 1];
-      T* dst_w = chunk_grads[0].weight[l];
-      const T* src_w = chunk_grads[c].weight[l];
-      for (int64_t j = 0; j < size_w; ++j) dst_w[j] += src_w[j];
-      T* dst_b = chunk_grads[0].bias[l];
-      const T* src_b = chunk_grads[c].bias[l];
-      for (int64_t j = 0; j < size_b; ++j) dst_b[j] += src_b[j];
-    }
+  // The other chunks' gradients are added into chunk 0's, the threads taking a part each
+  // (the worker threads are still spinning: waking them costs less than adding alone).
+  if (compute_grads && chunks > 1) {
+    std::vector<std::pair<int64_t, int64_t>> parts;  // (layer, weight 0 / bias 1)
+    for (int64_t l = 0; l < L; ++l) parts.insert(parts.end(), {{l, 0}, {l, 1}});
+    auto add_range = [&](int64_t begin, int64_t end) {  // a range of one flat index
+      int64_t base = 0;
+      for (const auto& [l, is_bias] : parts) {
+        const int64_t size = is_bias ? widths[l + 1] : widths[l + 1] * widths[l];
+        const int64_t lo = std::max(begin, base) - base, hi = std::min(end, base + size) - base;
+        if (lo < hi) {
+          T* dst = is_bias ? chunk_grads[0].bias[l] : chunk_grads[0].weight[l];
+          for (int64_t c = 1; c < chunks; ++c) {
+            const T* src = is_bias ? chunk_grads[c].bias[l] : chunk_grads[c].weight[l];
+            for (int64_t j = lo; j < hi; ++j) dst[j] += src[j];
+          }
+        }
+        base += size;
+      }
+    };
+    int64_t flat = 0;
+    for (int64_t l = 0; l < L; ++l) flat += widths[l + 1] * (widths[l] + 1);
+    at::parallel_for(0, flat, 16384, add_range);
   }
   const double batch = static_cast<double>(B);
   const double w1 = with_w1 ? total.w1 / batch : 0.0;
