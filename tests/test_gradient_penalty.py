@@ -99,16 +99,18 @@ def test_critic_loss_matches_autograd(device, dtype, kind, batch):
         assert_close(a, b, dtype)
 
 
+@pytest.mark.parametrize("batch", [50, 300])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_cpu_row_chunks_match_autograd(threads):
-    """On a CPU the batch is split into one chunk of rows per thread (here 1 or 3 uneven chunks
-    of a batch of 50): the summed shares equal the reference."""
+def test_cpu_row_chunks_match_autograd(threads, batch):
+    """On a CPU the batch is split into one chunk of rows per thread (here 1 or 3 uneven chunks),
+    and a chunk into blocks of at most 64 rows whose gradients add up (batch 300: 5 blocks and a
+    remainder on one thread, 2 per chunk on three): the summed shares equal the reference."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         critic = make_critic("mlp", 10, "cpu", torch.float64)
-        p = torch.randn(50, 10, dtype=torch.float64, requires_grad=True)
-        q = (torch.randn(50, 10, dtype=torch.float64) + 0.5).requires_grad_(True)
+        p = torch.randn(batch, 10, dtype=torch.float64, requires_grad=True)
+        q = (torch.randn(batch, 10, dtype=torch.float64) + 0.5).requires_grad_(True)
         out = wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen("cpu"))
         out.loss.backward()
         fused = param_grads(critic) + [p.grad.clone(), q.grad.clone()]

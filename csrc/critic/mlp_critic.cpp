@@ -234,14 +234,15 @@ T* thread_workspace(size_t elements) {
   return reinterpret_cast<T*>(storage.data());
 }
 
-// The whole objective for rows [p; q; x_hat] of one chunk (b rows each; x_hat alone when
-// with_w1 is false). widths[l] is layer l's input width (widths[L] = 1).
+// The whole objective for rows [p; q; x_hat] of one block (b rows each; x_hat alone when
+// with_w1 is false). widths[l] is layer l's input width (widths[L] = 1). The weight and bias
+// gradients are written (accumulate false) or added to (true); grads->p and q are written.
 template <typename T>
-ChunkSums critic_chunk(const T* p, const T* q, const T* alpha, int64_t b,
+ChunkSums critic_block(const T* p, const T* q, const T* alpha, int64_t b,
                        const std::vector<const T*>& W, const std::vector<const T*>& bias,
                        const std::vector<int64_t>& widths, bool with_w1, double w1_weight,
                        double gp_weight, double center, int64_t batch_total,
-                       const ChunkGrads<T>* grads) {
+                       const ChunkGrads<T>* grads, bool accumulate) {
   const int64_t L = static_cast<int64_t>(W.size());
   const int64_t d0 = widths[0];
   const int64_t n = with_w1 ? 3 * b : b;
@@ -282,9 +283,11 @@ ChunkSums critic_chunk(const T* p, const T* q, const T* alpha, int64_t b,
   T* tmp = take(b * wmax);
   T* narrow = take(narrow_size);
   // dst (rows x cols, row-major) = src^T, src being (cols x rows).
-  auto transpose_into = [](const T* src, int64_t rows, int64_t cols, T* dst) {
+  auto transpose_into = [](const T* src, int64_t rows, int64_t cols, T* dst, bool add) {
     for (int64_t i = 0; i < rows; ++i) {
-      for (int64_t j = 0; j < cols; ++j) dst[i * cols + j] = src[j * rows + i];
+      for (int64_t j = 0; j < cols; ++j) {
+        dst[i * cols + j] = (add ? dst[i * cols + j] : T(0)) + src[j * rows + i];
+      }
     }
   };
 
@@ -339,7 +342,7 @@ ChunkSums critic_chunk(const T* p, const T* q, const T* alpha, int64_t b,
     T* dst = l > 1 ? D[l - 1] : up0;
     if (w_in < w) {
       gemm_rows<T>(true, true, w_in, n, w, T(1), W[l - 1], w_in, D[l], w, T(0), narrow, n);
-      transpose_into(narrow, n, w_in, dst);
+      transpose_into(narrow, n, w_in, dst, false);
     } else {
       gemm_rows<T>(false, false, n, w_in, w, T(1), D[l], w, W[l - 1], w_in, T(0), dst, w_in);
     }
@@ -368,19 +371,20 @@ ChunkSums critic_chunk(const T* p, const T* q, const T* alpha, int64_t b,
   // Parameter gradients: the penalty's reverse chain Ubar_{l+1} = M_l * (Ubar_l W_l^T) is
   // written over H_l's x_hat rows once their masks are used, so grad W_l = D_l^T H_{l-1} is one
   // product over all rows (the W1 term's on p and q, the penalty's on x_hat).
+  const T beta = accumulate ? T(1) : T(0);
   for (int64_t l = 1; l < L; ++l) {
     const int64_t w = widths[l], w_in = widths[l - 1];
     gemm_rows<T>(false, true, b, w, w_in, T(1), H[l - 1] + off * w_in, w_in, W[l - 1], w_in,
                  T(0), tmp, w);
     if (w_in < w) {
       gemm_rows<T>(true, false, w_in, w, n, T(1), H[l - 1], w_in, D[l], w, T(0), narrow, w);
-      transpose_into(narrow, w, w_in, grads->weight[l - 1]);
+      transpose_into(narrow, w, w_in, grads->weight[l - 1], accumulate);
     } else {
-      gemm_rows<T>(true, false, w, w_in, n, T(1), D[l], w, H[l - 1], w_in, T(0),
+      gemm_rows<T>(true, false, w, w_in, n, T(1), D[l], w, H[l - 1], w_in, beta,
                    grads->weight[l - 1], w_in);
     }
     T* gb = grads->bias[l - 1];
-    std::fill(gb, gb + w, T(0));
+    if (!accumulate) std::fill(gb, gb + w, T(0));
     if (with_w1) {
       for (int64_t i = 0; i < 2 * b; ++i) {
         const T* row = D[l] + i * w;
@@ -395,9 +399,9 @@ ChunkSums critic_chunk(const T* p, const T* q, const T* alpha, int64_t b,
     }
   }
   // The last layer: D_L is the seeds.
-  gemm_rows<T>(true, false, 1, w_last, n, T(1), seeds, 1, H[L - 1], w_last, T(0),
+  gemm_rows<T>(true, false, 1, w_last, n, T(1), seeds, 1, H[L - 1], w_last, beta,
                grads->weight[L - 1], w_last);
-  double seed_sum = 0;
+  double seed_sum = accumulate ? static_cast<double>(grads->bias[L - 1][0]) : 0.0;
   if (with_w1) {
     for (int64_t i = 0; i < 2 * b; ++i) seed_sum += seeds[i];
   }
@@ -418,6 +422,7 @@ ChunkSums critic_chunk(const T* p, const T* q, const T* alpha, int64_t b,
 // over two threads reaches about 60% of the rate of two independent single-threaded ones (by
 // `torch.mm` timings of the critic's shapes), and the elementwise work runs in parallel too.
 constexpr int64_t kMinChunkRows = 16;
+constexpr int64_t kBlockRows = 64;
 
 template <typename T>
 CriticLossResult critic_loss_cpu_typed(const at::Tensor& p, const at::Tensor& q,
@@ -471,13 +476,28 @@ CriticLossResult critic_loss_cpu_typed(const at::Tensor& p, const at::Tensor& q,
     chunk_grads[c].q = grad_q.data_ptr<T>() + lo * d0;
   }
 
+  // A chunk runs in blocks of at most kBlockRows rows each of p, q and x_hat, adding up their
+  // gradients: the block's matrices stay in cache (about 1 MB for the paper's critic) and the
+  // working memory kept per thread stays bounded whatever the batch.
   std::vector<ChunkSums> sums(chunks);
   auto run = [&](int64_t c) {
     const int64_t lo = B * c / chunks, rows = B * (c + 1) / chunks - lo;
-    sums[c] = critic_chunk<T>(pc.const_data_ptr<T>() + lo * d0, qc.const_data_ptr<T>() + lo * d0,
-                              ac.const_data_ptr<T>() + lo, rows, W, bias, widths, with_w1,
-                              w1_weight, gp_weight, center, B,
-                              compute_grads ? &chunk_grads[c] : nullptr);
+    ChunkGrads<T> block_grads;
+    if (compute_grads) block_grads = chunk_grads[c];
+    for (int64_t start = 0; start < rows; start += kBlockRows) {
+      const int64_t r = lo + start, count = std::min(kBlockRows, rows - start);
+      if (compute_grads) {
+        block_grads.p = chunk_grads[c].p + start * d0;
+        block_grads.q = chunk_grads[c].q + start * d0;
+      }
+      const ChunkSums part = critic_block<T>(
+          pc.const_data_ptr<T>() + r * d0, qc.const_data_ptr<T>() + r * d0,
+          ac.const_data_ptr<T>() + r, count, W, bias, widths, with_w1, w1_weight, gp_weight,
+          center, B, compute_grads ? &block_grads : nullptr, start > 0);
+      sums[c].w1 += part.w1;
+      sums[c].gp += part.gp;
+      sums[c].guard += part.guard;
+    }
   };
   if (chunks == 1) {
     run(0);
