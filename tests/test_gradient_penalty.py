@@ -277,6 +277,22 @@ def test_shape_mismatch_is_a_clear_error(device):
                             torch.randn(4, 9, device=device), gp_weight=4.0)
 
 
+@pytest.mark.parametrize("kind", ["mlp", "tanh"])
+def test_empty_batch_is_a_clear_error(device, kind):
+    critic = (make_critic("mlp", 10, device, torch.float32) if kind == "mlp" else
+              nn.Sequential(nn.Linear(10, 8), nn.Tanh(), nn.Linear(8, 1)).to(device))
+    empty = torch.randn(0, 10, device=device)
+    with pytest.raises(ValueError, match="at least one sample"):
+        wtc_ext.gradient_penalty(critic, empty, empty)
+    with pytest.raises(ValueError, match="at least one sample"):
+        wtc_ext.critic_loss(critic, empty, empty, gp_weight=4.0)
+    with pytest.raises(ValueError, match="at least one row"):  # the op itself
+        torch.ops.wtc_ext.mlp_critic_loss(empty, empty, torch.rand(0, device=device),
+                                          *wtc_ext.ops.mlp_layers(make_critic(
+                                              "mlp", 10, device, torch.float32)),
+                                          1.0, 4.0, 1.0, True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for a second device")
 def test_device_mismatch_is_a_clear_error():
     critic = MLPCritic(10)

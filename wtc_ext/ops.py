@@ -117,6 +117,9 @@ def _check_pair(real: torch.Tensor, fake: torch.Tensor, names=("real", "fake")) 
     if real.dim() < 2:
         raise ValueError(f"{a} and {b} must have shape (B, ...) with a batch dim, got "
                          f"{tuple(real.shape)}")
+    if real.shape[0] == 0:  # the means over the batch would be NaN
+        raise ValueError(f"{a} and {b} must hold at least one sample, got shape "
+                         f"{tuple(real.shape)}")
 
 
 def _interpolation_weights(real, generator):
