@@ -220,7 +220,7 @@ struct ChunkSums {
 
 template <typename T>
 struct ChunkGrads {
-  std::vector<T*> weight, bias;  // per layer, written (not accumulated)
+  std::vector<T*> weight, bias;  // per layer
   T* p = nullptr;                // the chunk's rows of grad_p and grad_q
   T* q = nullptr;
 };
