@@ -131,7 +131,7 @@ def test_cpu_row_chunks_match_autograd(threads, batch):
         assert_close(a, b, torch.float64)
 
 
-def test_cpu_products_through_aten_match_autograd():
+def test_cpu_products_through_aten_match_autograd(tmp_path):
     """WTC_CRITIC_GEMM=aten sends the CPU kernel's products through torch.addmm_ (the path
     taken where torch exports no BLAS symbols): float64 and float32, several blocks and widths,
     against the reference. A fresh process, since the choice is read once."""
@@ -159,9 +159,12 @@ def test_cpu_products_through_aten_match_autograd():
         assert any(e.key == "aten::addmm_" for e in prof.key_averages())
         print("aten products ok")
     """)
-    env = dict(os.environ, WTC_CRITIC_GEMM="aten")
+    # the wtc_ext this process imported (run from elsewhere: the source tree has no build)
+    where = os.path.dirname(os.path.dirname(os.path.abspath(wtc_ext.__file__)))
+    path = os.pathsep.join([where, os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, WTC_CRITIC_GEMM="aten", PYTHONPATH=path)
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "aten products ok" in run.stdout
 
