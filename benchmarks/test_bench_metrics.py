@@ -114,11 +114,10 @@ def test_paper_protocol_fifty_repeats(bench, grid):
     """The whole protocol for one checkpoint given the codes: evaluate()'s 50 repeats, seeds
     0, 73, 146, ... (target: under 2 minutes on 2 cores)."""
     ds, represent = grid
-    repeats, n = protocol_settings("paper")
+    repeats, _ = protocol_settings("paper")
 
     def fifty():
-        return [one_repeat(ds, represent, ["factor_vae", "mig", "modularity", "wdg"], n,
-                           "paper", 73 * i) for i in range(repeats)]
+        return [ours(ds, represent, 73 * i) for i in range(repeats)]
 
     bench("paper protocol, 50 repeats", "cpu", "dSprites grid, given codes", "wtc", fifty,
           rounds=1)

@@ -10,6 +10,7 @@
 // backprop, and shares the chain: one backward sweep over the rows [p; q; x_hat] with per-row
 // seeds (-w1/B, +w1/B, 1) gives the W1 term's deltas and the input gradients at once.
 #include "critic/mlp_critic.h"
+#include "common/thread_buffer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -225,15 +226,6 @@ struct ChunkGrads {
   T* q = nullptr;
 };
 
-// Working memory of a thread, kept between calls (fresh pages cost a fault each on first touch).
-template <typename T>
-T* thread_workspace(size_t elements) {
-  thread_local std::vector<double> storage;  // double-aligned, for float and double alike
-  const size_t words = (elements * sizeof(T) + sizeof(double) - 1) / sizeof(double);
-  if (storage.size() < words) storage.resize(words);
-  return reinterpret_cast<T*>(storage.data());
-}
-
 // The whole objective for rows [p; q; x_hat] of one block (b rows each; x_hat alone when
 // with_w1 is false). widths[l] is layer l's input width (widths[L] = 1). The weight and bias
 // gradients are written (accumulate false) or added to (true); grads->p and q are written.
@@ -267,7 +259,9 @@ ChunkSums critic_block(const T* p, const T* q, const T* alpha, int64_t b,
   for (int64_t l = 0; l < L; ++l) total += static_cast<size_t>(n) * widths[l] * (l ? 2 : 1);
   // Every matrix starts on a 64-byte boundary (a cache line; what BLAS kernels prefer).
   constexpr int64_t kAlign = 64 / sizeof(T);
-  T* cursor = thread_workspace<T>(total + (2 * L + 6) * kAlign);  // 2L + 4 matrices, the base
+  // 2L + 4 matrices and the base to align; the buffer is kept per thread between calls
+  T* cursor = static_cast<T*>(
+      thread_buffer<struct CriticBlock>((total + (2 * L + 6) * kAlign) * sizeof(T)));
   cursor += (kAlign - (reinterpret_cast<uintptr_t>(cursor) / sizeof(T)) % kAlign) % kAlign;
   auto take = [&cursor](int64_t count) {
     T* at = cursor;
@@ -513,29 +507,12 @@ CriticLossResult critic_loss_cpu_typed(const at::Tensor& p, const at::Tensor& q,
     total.gp += s.gp;
     total.guard += s.guard;
   }
-  // The other chunks' gradients are added into chunk 0's, the threads taking a part each
-  // (the worker threads are still spinning: waking them costs less than adding alone).
-  if (compute_grads && chunks > 1) {
-    std::vector<std::pair<int64_t, int64_t>> parts;  // (layer, weight 0 / bias 1)
-    for (int64_t l = 0; l < L; ++l) parts.insert(parts.end(), {{l, 0}, {l, 1}});
-    auto add_range = [&](int64_t begin, int64_t end) {  // a range of one flat index
-      int64_t base = 0;
-      for (const auto& [l, is_bias] : parts) {
-        const int64_t size = is_bias ? widths[l + 1] : widths[l + 1] * widths[l];
-        const int64_t lo = std::max(begin, base) - base, hi = std::min(end, base + size) - base;
-        if (lo < hi) {
-          T* dst = is_bias ? chunk_grads[0].bias[l] : chunk_grads[0].weight[l];
-          for (int64_t c = 1; c < chunks; ++c) {
-            const T* src = is_bias ? chunk_grads[c].bias[l] : chunk_grads[c].weight[l];
-            for (int64_t j = lo; j < hi; ++j) dst[j] += src[j];
-          }
-        }
-        base += size;
-      }
-    };
-    int64_t flat = 0;
-    for (int64_t l = 0; l < L; ++l) flat += widths[l + 1] * (widths[l] + 1);
-    at::parallel_for(0, flat, 16384, add_range);
+  // The other chunks' gradients are added into chunk 0's (ATen's add splits the large ones
+  // between the threads).
+  for (size_t i = 0; i < extra.size(); i += 2) {
+    const size_t l = (i / 2) % L;
+    grad_w[l].add_(extra[i]);
+    grad_b[l].add_(extra[i + 1]);
   }
   const double batch = static_cast<double>(B);
   const double w1 = with_w1 ? total.w1 / batch : 0.0;

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/thread_buffer.h"
 #include "permute_dims/permute_dims.h"
 #include "wasserstein/merge_w1.h"
 
@@ -512,12 +513,10 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
 // kKeepScratch bytes; beyond, a fresh tensor).
 at::Tensor transposed_columns(const at::Tensor& z) {
   const int64_t N = z.size(0), d = z.size(1);
-  static thread_local std::vector<double> kept;
   at::Tensor columns;
   const int64_t bytes = N * d * static_cast<int64_t>(z.element_size());
   if (bytes <= kKeepScratch) {
-    grow(kept, (bytes + 7) / 8);
-    columns = at::from_blob(kept.data(), {d, N}, z.options());
+    columns = at::from_blob(thread_buffer<struct TransposedColumns>(bytes), {d, N}, z.options());
   } else {
     columns = at::empty({d, N}, z.options());
   }
