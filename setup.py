@@ -1,4 +1,4 @@
-"""Build of the wtc_ext._C extension.
+"""Build of the compiled part of wtc_ext, the top-level module ``_wtc_ext``.
 
     pip install .                          # CUDA kernels if a CUDA toolkit and a CUDA torch exist
     WTC_BUILD_CUDA=0 pip install .         # force a CPU-only build (fast, for iteration)
@@ -126,7 +126,7 @@ def extensions():
         extra = {"cxx": cxx}
 
     ext = extension(
-        name="wtc_ext._C",
+        name="_wtc_ext",  # top level: no source folder shadows it (wtc_ext/ops.py loads it)
         sources=read_sources(with_cuda),
         include_dirs=include_dirs,
         define_macros=define_macros,

@@ -1,4 +1,5 @@
-// The Python module wtc_ext._C. Loading it runs the TORCH_LIBRARY registrations of every op;
+// The Python module _wtc_ext (top level, loaded by wtc_ext: a name no source folder holds, so a
+// checkout's uncompiled wtc_ext/ never hides it). Loading it runs the TORCH_LIBRARY registrations of every op;
 // the module itself only reports how it was built.
 #include <torch/extension.h>
 #include <torch/version.h>
@@ -51,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor> permute_dims(const at::Tensor& z,
 
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
+PYBIND11_MODULE(_wtc_ext, m) {
   m.doc() = "Compiled kernels of wtc_ext (ops are registered under torch.ops.wtc_ext)";
   m.def("build_info", &build_info, "How this extension was built: CUDA or not, versions.");
   m.def("permute_dims", &permute_dims, pybind11::arg("z"), pybind11::kw_only(),

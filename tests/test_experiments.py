@@ -25,7 +25,7 @@ from wtc.experiments import (
 )
 from wtc.experiments.report import rank_correlations
 from wtc.experiments.spec import from_dict, override
-from wtc.experiments.sweep import FORMAT, child_environment, expected_eval, prepare, run_state
+from wtc.experiments.sweep import FORMAT, expected_eval, prepare, run_state
 
 
 
@@ -278,12 +278,9 @@ sizes = {num_train = 600, num_test = 200, votes_train = 20, votes_eval = 10, var
 
 
 def _sweep_process(spec_path, out, jobs=1):
-    # The wtc this test imports (installed, or the sources on an absolute PYTHONPATH), run from
-    # a folder where no source checkout shadows it.
     return subprocess.Popen([sys.executable, "-m", "wtc", "sweep", str(spec_path), "--out",
                              str(out), "--jobs", str(jobs)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=child_environment(),
-                            cwd=Path(out).parent)
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for(condition, timeout=240.0):
@@ -386,3 +383,19 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     assert "corrupt" in result.failed[expand(spec)[0].id]
     assert result.finished == [expand(spec)[1].id]
     assert any(line.startswith("  FAILED") for line in lines)
+
+
+def test_a_checkout_imports_cleanly_from_its_root():
+    """From the repository root the checkout's uncompiled wtc_ext/ folder comes first on
+    sys.path; it must still find the compiled module (a top-level name no folder holds)."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import torch, wtc_ext; z = torch.randn(5, 3);"
+            "print('permuted', torch.allclose(wtc_ext.permute_dims(z).sum(0), z.sum(0)))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "permuted True" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "wtc", "--help"], cwd=root, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "usage: wtc" in run.stdout

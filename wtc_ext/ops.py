@@ -7,7 +7,16 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from wtc_ext import _C  # noqa: F401  (loading it registers torch.ops.wtc_ext.*)
+try:  # loading it registers torch.ops.wtc_ext.*
+    # The compiled module is top-level, under a name no source folder holds: from a checkout's
+    # root, the uncompiled wtc_ext/ folder can shadow the installed package but not this.
+    import _wtc_ext as _C
+except ImportError as err:
+    raise ImportError(
+        "wtc_ext: its compiled module _wtc_ext is not built or not importable ("
+        f"{err}). Install the package with `pip install --no-build-isolation .`, or for "
+        "development build it in place with `python setup.py build_ext --inplace` and put the "
+        "checkout on PYTHONPATH (PYTHONPATH=.:python)") from err
 
 _permute_dims = torch.ops.wtc_ext.permute_dims.default
 _is_compiling = torch.compiler.is_compiling

@@ -199,19 +199,6 @@ def load_sweep(out) -> tuple[SweepSpec, list[Run]]:
     return spec, expand(spec)
 
 
-def child_environment() -> dict:
-    """This process's environment with its relative paths made absolute (the children run in
-    their run folders)."""
-    env = dict(os.environ)
-    if env.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.pathsep.join(
-            str(Path(p).resolve()) if p else p for p in env["PYTHONPATH"].split(os.pathsep))
-    for key in ("WTC_DATA", "WTC_CACHE"):
-        if env.get(key):
-            env[key] = str(Path(env[key]).expanduser().resolve())
-    return env
-
-
 def _fmt_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -253,18 +240,15 @@ class _Sweep:
     def _child(self, cmd, run_dir: Path, device: str, lock_fd: int) -> int:
         if self.stopping:
             return -1
-        env = child_environment()
+        env = dict(os.environ)
         if device == "cpu":
             for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[key] = str(self.threads)
         with open(run_dir / "sweep.log", "a") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
-            # The child runs in its run folder: `python -m` puts the working directory first on
-            # sys.path, and a source checkout's uncompiled wtc_ext there would shadow the
-            # installed one.
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    cwd=run_dir, pass_fds=(lock_fd,))
+                                    pass_fds=(lock_fd,))
             with self.lock:
                 self.children.add(proc)
             try:
