@@ -35,37 +35,11 @@ def _cmd_data(args) -> int:
     for name, size in zip(dataset.factor_names, dataset.factor_sizes):
         print(f"  {name:<18} {size}")
     if args.show:
-        show_examples(dataset, args.show, count=args.count, seed=args.seed)
+        from wtc.visualize import save_examples
+
+        save_examples(dataset, args.show, count=args.count, seed=args.seed)
         print(f"wrote {args.show}")
     return 0
-
-
-def show_examples(dataset, path, count: int = 16, seed: int = 0) -> None:
-    """A grid of random images titled with their factor classes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    indices = rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)
-    images = dataset.batch(indices)
-    factors = dataset.index_to_factors(indices)
-    cols = min(8, len(indices))
-    rows = (len(indices) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.9 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, f in zip(axes.flat, images, factors):
-        img = image.permute(1, 2, 0).numpy()
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-        label = "\n".join(f"{n}={v}" for n, v in zip(dataset.factor_names, f))
-        ax.set_title(label, fontsize=6)
-    fig.suptitle(dataset.describe(), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _cmd_train(args) -> int:
@@ -90,8 +64,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_traverse(args) -> int:
-    from wtc.report import save_traversals
     from wtc.train import TrainingError, load_run
+    from wtc.visualize import save_traversals
 
     try:
         model, config, dataset = load_run(args.run_dir, device=args.device)
@@ -114,7 +88,8 @@ def _cmd_eval(args) -> int:
     import torch
 
     from wtc.metrics import evaluate
-    from wtc.train import TrainingError, load_run, write_json_atomic
+    from wtc.runfiles import EVAL, write_json_atomic
+    from wtc.train import TrainingError, load_run
 
     try:
         model, config, dataset = load_run(args.run_dir, device=args.device)
@@ -128,7 +103,7 @@ def _cmd_eval(args) -> int:
                           "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
                           "python": platform.python_version()}
     result["run"] = {"model": config.model, "data": config.data}
-    path = Path(args.run_dir) / "eval.json"
+    path = Path(args.run_dir) / EVAL
     write_json_atomic(result, path)  # a killed evaluation never leaves a half-written file
     print(f"{'metric':<14} {'mean':>9} {'std':>9}  ({result['protocol']}, "
           f"{result['repeats']} repeat(s))")

@@ -10,16 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 # A short budget learns faster with a larger step than the paper's 1e-4 (300,000 steps).
 DEMO_LR = 5e-4
 
 
 def run_demo(out="wtc-demo", steps: int | None = None, device: str | None = None,
              progress: bool = True, data_options: dict | None = None) -> dict:
-    from wtc.metrics import wdg
-    from wtc.report import embed, reconstruction_error, save_reconstructions, save_traversals
+    from wtc.metrics import reconstruction_error, wdg
+    from wtc.representation import dataset_means
+    from wtc.runfiles import CHECKPOINT
     from wtc.train import TrainConfig, Trainer, pick_device
+    from wtc.visualize import save_reconstructions, save_traversals
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ def run_demo(out="wtc-demo", steps: int | None = None, device: str | None = None
                              lr=DEMO_LR,
                              device=str(dev), progress=progress, **strengths)
         run_dir = out / name
-        trainer = Trainer(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
+        trainer = Trainer(config, run_dir, resume=(run_dir / CHECKPOINT).exists(),
                           overwrite=True)
         t0 = time.perf_counter()
         trainer.run()
@@ -43,7 +44,7 @@ def run_demo(out="wtc-demo", steps: int | None = None, device: str | None = None
         model, dataset = trainer.model, trainer.dataset
         rng = np.random.default_rng(0)
         indices = rng.integers(0, len(dataset), min(12_800, 4 * len(dataset)))
-        codes = embed(model, dataset, indices)
+        codes = dataset_means(model, dataset, indices)
         factors = dataset.index_to_factors(indices)
         score = wdg(codes, factors, variant="paper", seed=0)
         rec = reconstruction_error(model, dataset, num_samples=4096, seed=0)

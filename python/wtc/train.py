@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +20,21 @@ import torch
 
 from wtc import models
 from wtc.data import load as load_data
+from wtc.runfiles import (
+    CHECKPOINT,
+    CONFIG,
+    LOG,
+    RECONSTRUCTIONS,
+    RESULT,
+    TENSORBOARD,
+    save_torch_atomic,
+    write_json_atomic,
+)
 
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.json"
-LOG = "log.jsonl"
-RESULT = "result.json"
 FORMAT = "wtc-checkpoint-v1"
 # Settings a resumed run may change; everything else must match the run being resumed.
 RESUMABLE_CHANGES = {"steps", "device", "progress", "log_every", "checkpoint_every",
                      "eval_samples", "tensorboard"}
-TENSORBOARD_DIR = "tensorboard"
 
 
 class TrainingError(RuntimeError):
@@ -102,22 +106,6 @@ def build_model(config: TrainConfig, dataset) -> models.DisentanglingModel:
         extra = {"dataset_size": len(dataset), "estimator": config.estimator}
     return models.build(config.model, in_channels=dataset.channels,
                         latent_dim=config.latent_dim, **config.strengths(), **extra)
-
-
-def atomic_write(path: Path, write) -> None:
-    """write(temporary path) and a rename: a killed write leaves the previous file intact."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
-
-
-def _atomic_save(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -246,7 +234,7 @@ class Trainer:
     def run(self) -> dict:
         config = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / CONFIG).write_text(json.dumps(config.to_json(), indent=1))
+        write_json_atomic(config.to_json(), self.out / CONFIG)
         if self.resume_state is not None:
             start, data_rng = self._restore(self.resume_state)
         else:
@@ -290,7 +278,7 @@ class Trainer:
                                          ("loss", "reconstruction", "kl", "tc", "wtc", "w1")
                                          if k in record} | {"it/s": f"{rate:.1f}"})
                 if save_now:
-                    _atomic_save(self._state(done, data_rng), self.out / CHECKPOINT)
+                    save_torch_atomic(self._state(done, data_rng), self.out / CHECKPOINT)
                 if bar is not None:
                     bar.update(1)
         finally:
@@ -310,18 +298,19 @@ class Trainer:
         except ImportError:  # the tensorboard package is optional; log.jsonl has everything
             return None
         # purge_step drops events a killed run logged after its last checkpoint
-        return SummaryWriter(log_dir=str(self.out / TENSORBOARD_DIR),
+        return SummaryWriter(log_dir=str(self.out / TENSORBOARD),
                              purge_step=start if start else None)
 
     def finish(self) -> dict:
         """Reconstruction error on a fixed sample and a reconstructions image."""
-        from wtc.report import reconstruction_error, save_reconstructions
+        from wtc.metrics.reconstruction import reconstruction_error
+        from wtc.visualize import save_reconstructions
 
         rec = reconstruction_error(self.model, self.dataset,
                                    num_samples=self.config.eval_samples, seed=0)
-        save_reconstructions(self.model, self.dataset, self.out / "reconstructions.png")
+        save_reconstructions(self.model, self.dataset, self.out / RECONSTRUCTIONS)
         result = {"steps": self.config.steps, "reconstruction_error": rec}
-        (self.out / RESULT).write_text(json.dumps(result, indent=1))
+        write_json_atomic(result, self.out / RESULT)
         return result
 
 

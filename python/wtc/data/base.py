@@ -166,11 +166,3 @@ def subset_steps(factor_sizes: Sequence[int], step) -> list[np.ndarray]:
 def cache_root(cache_dir=None) -> Path:
     """Where rendered or resized data sets are cached: the argument, $WTC_CACHE, ~/.cache/wtc."""
     return Path(cache_dir or os.environ.get("WTC_CACHE") or Path.home() / ".cache" / "wtc")
-
-
-def save_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save through a temporary file and a rename: a killed write leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)

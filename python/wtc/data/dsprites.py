@@ -15,8 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import (DataSetError, GroundTruthDataset, cache_root, reading_npz,
-                           save_atomic, subset_steps)
+from wtc.data.base import (
+    DataSetError,
+    GroundTruthDataset,
+    cache_root,
+    reading_npz,
+    subset_steps,
+)
+from wtc.runfiles import save_numpy_atomic
 
 FILE_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
@@ -202,5 +208,5 @@ class DSpritesProcedural(_PackedDSprites):
         if packed is None:
             packed = render_grid(self.classes)
             if path is not None:
-                save_atomic(path, packed)
+                save_numpy_atomic(path, packed)
         super().__init__(packed, sizes, protocol, "dsprites-procedural")

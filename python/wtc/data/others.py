@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import DataSetError, GroundTruthDataset, cache_root, reading_npz, save_atomic
+from wtc.data.base import DataSetError, GroundTruthDataset, cache_root, reading_npz
+from wtc.runfiles import save_numpy_atomic
 
 
 def area_downsample(image: np.ndarray, size: int = 64) -> np.ndarray:
@@ -57,7 +58,7 @@ class Cars3D(GroundTruthDataset):
                 images[:, :, c] = self._read_car(folder, name)
             images = images.reshape(-1, 64, 64, 3)
             if cached is not None:
-                save_atomic(cached, images)
+                save_numpy_atomic(cached, images)
         if images.shape != (int(np.prod(self.factor_sizes)), 64, 64, 3):
             raise DataSetError(f"cars3d: the cache {cached} does not match {listing}; delete it")
         self._images = images
@@ -276,7 +277,7 @@ class CelebA(GroundTruthDataset):
                 except OSError as err:
                     raise DataSetError(f"celeba: cannot read {file}: {err}") from err
             if cached is not None:
-                save_atomic(cached, images)
+                save_numpy_atomic(cached, images)
         if images.shape[0] != len(files):
             raise DataSetError(f"celeba: the cache {cached} does not match {folder}; delete it")
         self._images = images

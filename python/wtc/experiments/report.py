@@ -23,8 +23,9 @@ from wtc.experiments.sweep import (
     expected_eval,
     is_trained,
     load_sweep,
-    read_json,
 )
+from wtc.runfiles import EVAL, read_json
+from wtc.visualize import pyplot
 
 COLUMNS = {"factor_vae": "FactorVAE score", "wdg": "WDG", "modularity": "Modularity",
            "mig": "MIG", "reconstruction": "Reconstruction"}
@@ -75,7 +76,7 @@ def collect(sweep_dir) -> Collected:
         s = settings.setdefault(key, Setting(run.data, run.model, run.strength, run.value))
         s.expected_seeds += 1
         run_dir = sweep_dir / run.id
-        evaluation = read_json(run_dir / "eval.json")
+        evaluation = read_json(run_dir / EVAL)
         if not is_trained(spec, run_dir):
             missing[run.id] = ("not trained" if not run_dir.exists() else
                                "training not finished")
@@ -217,18 +218,9 @@ def write_settings_csv(c: Collected, path: Path) -> None:
 
 # -- figures --------------------------------------------------------------------------------------
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def scatter_vs_reconstruction(c: Collected, metric: str, path: Path) -> None:
     """Figures 2 and 6: each point one strength, averaged over seeds; upper left is better."""
-    plt = _plt()
+    plt = pyplot()
     width = max(5.2 * len(c.spec.data), 6.5)
     fig, axes = plt.subplots(1, len(c.spec.data), figsize=(width, 4.6),
                              squeeze=False)
@@ -261,7 +253,7 @@ def scatter_vs_reconstruction(c: Collected, metric: str, path: Path) -> None:
 
 def violins(c: Collected, metric: str, path: Path) -> None:
     """Figures 3 and 7: every evaluation (all repeats of all seeds) per strength."""
-    plt = _plt()
+    plt = pyplot()
     rows, cols = len(c.spec.data), len(c.spec.models)
     fig, axes = plt.subplots(rows, cols, figsize=(max(2.6 * cols + 0.6, 7.0), 2.8 * rows),
                              squeeze=False, sharey="row")
@@ -316,7 +308,7 @@ def rank_correlations(c: Collected) -> dict:
 
 def correlation_heatmap(c: Collected, path: Path) -> dict:
     """Figure 5: Spearman rank correlation between metrics over every evaluated run."""
-    plt = _plt()
+    plt = pyplot()
     corr = rank_correlations(c)
     fig, axes = plt.subplots(1, len(corr), figsize=(4.2 * len(corr), 3.9), squeeze=False)
     for ax, (data, (names, matrix)) in zip(axes[0], corr.items()):
@@ -432,8 +424,8 @@ def make_report(sweep_dir, out, select_by: str = "factor_vae", device: str | Non
 
 
 def _traversals(run_dir: Path, path: Path, device, title: str) -> None:
-    from wtc.report import save_traversals
     from wtc.train import load_run
+    from wtc.visualize import save_traversals
 
     model, _, dataset = load_run(run_dir, device=device)
     save_traversals(model, dataset, path, title=title)

@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wtc.experiments.spec import SWEPT, SweepSpec, spec_from_json
-from wtc.train import write_json_atomic
+from wtc.runfiles import (
+    CHECKPOINT,
+    EVAL,
+    LOCK,
+    RESULT,
+    SWEEP_LOG,
+    read_json,
+    write_json_atomic,
+)
 
 SWEEP_FILE = "sweep.json"
 EVENTS_FILE = "sweep-events.jsonl"
@@ -67,14 +75,6 @@ def expand(spec: SweepSpec) -> list[Run]:
     return runs
 
 
-def read_json(path: Path):
-    """A JSON file's contents, or None when it is missing or unreadable (a killed writer)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def expected_eval(spec: SweepSpec) -> dict:
     from wtc.metrics.evaluate import protocol_settings
 
@@ -95,7 +95,7 @@ def eval_complete(evaluation: dict | None, expected: dict) -> bool:
 
 def is_trained(spec: SweepSpec, run_dir: Path) -> bool:
     """Training finished: result.json records the spec's number of steps."""
-    result = read_json(run_dir / "result.json")
+    result = read_json(run_dir / RESULT)
     return isinstance(result, dict) and result.get("steps") == spec.steps
 
 
@@ -103,12 +103,12 @@ def run_state(spec: SweepSpec, run_dir: Path) -> str:
     """``done``, ``evaluate`` (trained, not evaluated), ``resume`` (a checkpoint to continue),
     ``restart`` (files but no checkpoint: killed before its first one) or ``new``."""
     if is_trained(spec, run_dir):
-        if eval_complete(read_json(run_dir / "eval.json"), expected_eval(spec)):
+        if eval_complete(read_json(run_dir / EVAL), expected_eval(spec)):
             return "done"
         return "evaluate"
-    if (run_dir / "checkpoint.pt").exists():
+    if (run_dir / CHECKPOINT).exists():
         return "resume"
-    if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()):
+    if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
         return "restart"
     return "new"
 
@@ -244,7 +244,7 @@ class _Sweep:
         if device == "cpu":
             for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[key] = str(self.threads)
-        with open(run_dir / "sweep.log", "a") as log:
+        with open(run_dir / SWEEP_LOG, "a") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -273,7 +273,7 @@ class _Sweep:
             return
         run_dir = self.out / run.id
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -322,11 +322,11 @@ class _Sweep:
         if self.stopping:
             return
         try:
-            lines = [ln for ln in (run_dir / "sweep.log").read_text().splitlines() if ln.strip()]
+            lines = [ln for ln in (run_dir / SWEEP_LOG).read_text().splitlines() if ln.strip()]
             detail = lines[-1] if lines else ""
         except OSError:
             detail = ""
-        message = f"{reason}: {detail} (log: {run_dir / 'sweep.log'})"
+        message = f"{reason}: {detail} (log: {run_dir / SWEEP_LOG})"
         with self.lock:
             self.result.failed[run.id] = message
             self.todo -= 1

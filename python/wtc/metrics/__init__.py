@@ -11,6 +11,7 @@ from wtc.metrics.factor_vae import (
 )
 from wtc.metrics.mig import MIGResult, mig
 from wtc.metrics.modularity import ModularityResult, modularity, modularity_explicitness
+from wtc.metrics.reconstruction import reconstruction_error
 from wtc.metrics.sap import SAPResult, sap
 from wtc.metrics.wdg import WDGResult, wdg
 
@@ -31,6 +32,7 @@ __all__ = [
            "mig",
            "modularity",
            "modularity_explicitness",
+           "reconstruction_error",
            "sap",
            "wdg",
 ]

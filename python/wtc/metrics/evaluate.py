@@ -12,16 +12,17 @@ wtc.metrics.sampling). Both use 20 histogram bins.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from wtc.metrics._utils import as_codes, discretize, mutual_information
 from wtc.metrics.dci import dci
 from wtc.metrics.factor_vae import _rngs, beta_vae_score, factor_vae_score
 from wtc.metrics.mig import mig_from_mutual_information
 from wtc.metrics.modularity import explicitness, modularity_score
+from wtc.metrics.reconstruction import reconstruction_error
 from wtc.metrics.sampling import dlib_factor_batches
 from wtc.metrics.sap import sap
 from wtc.metrics.wdg import wdg
+from wtc.representation import representation_function
 
 PROTOCOLS = {
     "paper": dict(repeats=50, seed_stride=73, num_train=12_800, num_test=5_000,
@@ -34,18 +35,6 @@ PROTOCOLS = {
 SIZE_NAMES = ("num_train", "num_test", "votes_train", "votes_eval", "variance_samples")
 METRICS = ("reconstruction", "factor_vae", "beta_vae", "mig", "modularity", "explicitness",
            "dci", "sap", "wdg")
-
-
-def _representation(model, batch_size=512):
-    device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def represent(x):
-        model.eval()
-        return torch.cat([model.represent(x[i:i + batch_size].to(device)).cpu()
-                          for i in range(0, len(x), batch_size)])
-
-    return represent
 
 
 def protocol_settings(protocol: str, repeats: int | None = None, scale: float = 1.0,
@@ -75,8 +64,6 @@ def one_repeat(dataset, represent, metrics, n: dict, protocol: str, seed: int,
     ``seed``; ``represent`` maps observations to codes (``model`` is needed only for
     reconstruction). The code-based metrics share one train sample (and one test sample, drawn
     only for the metrics that use it), and MIG and Modularity one mutual information matrix."""
-    from wtc.report import reconstruction_error
-
     p = PROTOCOLS[protocol]
     metrics = list(metrics)
     ztr = ytr = zte = yte = None
@@ -145,7 +132,7 @@ def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", 
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
     p = PROTOCOLS[protocol]
-    represent = _representation(model)
+    represent = representation_function(model)
     values = {m: [] for m in metrics}
     seeds = [seed + p["seed_stride"] * i for i in range(repeats)]
     for s in seeds:

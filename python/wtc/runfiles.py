@@ -1,0 +1,82 @@
+"""A run folder's file names, and the one way every file of wtc is written: atomically.
+
+A run folder (``wtc train --out RUN``, or one run of a sweep) holds:
+
+    config.json         the run's TrainConfig (what ``wtc train --config`` reads)
+    checkpoint.pt       models, optimisers, RNG states and data order at the last saved step
+    log.jsonl           one record of loss terms per ``log_every`` steps
+    result.json         written when training finished: steps and reconstruction error
+    reconstructions.png originals and their reconstructions
+    eval.json           ``wtc eval``'s metrics
+    tensorboard/        the same records for TensorBoard (when installed)
+    sweep.log, .lock    a sweep's child output and its lock on the run
+
+Its state is read from these files alone, so any process on any node can pick a run up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+RESULT = "result.json"
+RECONSTRUCTIONS = "reconstructions.png"
+EVAL = "eval.json"
+TENSORBOARD = "tensorboard"
+SWEEP_LOG = "sweep.log"
+LOCK = ".lock"
+
+
+def temporary_name(path: Path) -> Path:
+    """Where :func:`atomic_write` writes ``path`` before renaming it (hidden, per process)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def atomic_write(path, write) -> None:
+    """``write(temporary path)``, then a rename over ``path``: a killed write leaves the previous
+    file intact, and a failed one leaves no temporary behind."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(obj, path) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
+
+
+def save_torch_atomic(obj, path) -> None:
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_numpy_atomic(path, array) -> None:
+    """``np.save`` to ``path`` (creating its folder) through a temporary file."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
+            np.save(f, array)
+
+    atomic_write(path, write)
+
+
+def read_json(path):
+    """A JSON file's contents, or None when it is missing or unreadable (a killed writer)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

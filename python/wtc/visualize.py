@@ -1,0 +1,95 @@
+"""Pictures of data sets and trained runs: example grids, reconstructions, latent traversals.
+Every figure of wtc is drawn through :func:`pyplot` (matplotlib without a display)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from wtc.representation import dataset_means, model_device
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: figures are written to files, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _image(tensor: torch.Tensor) -> tuple:
+    """(array, imshow keywords) of one (C, H, W) image in [0, 1]."""
+    img = tensor.permute(1, 2, 0).clamp(0, 1).numpy()
+    return (img[..., 0] if img.shape[-1] == 1 else img), {"cmap": "gray", "vmin": 0, "vmax": 1}
+
+
+def save_image_grid(images: torch.Tensor, path, rows: int, cols: int, row_labels=None,
+                    title=None) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            img, kw = _image(images[i])
+            ax.imshow(img, **kw)
+    if row_labels:
+        for r, label in enumerate(row_labels):
+            axes[r, 0].text(-8, 32, label, ha="right", va="center", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.08)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def save_examples(dataset, path, count: int = 16, seed: int = 0) -> None:
+    """A grid of random images of a data set, titled with their factor classes."""
+    plt = pyplot()
+    rng = np.random.default_rng(seed)
+    indices = rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)
+    images = dataset.batch(indices)
+    factors = dataset.index_to_factors(indices)
+    cols = min(8, len(indices))
+    rows = (len(indices) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, f in zip(axes.flat, images, factors):
+        img, kw = _image(image)
+        ax.imshow(img, **kw)
+        label = "\n".join(f"{n}={v}" for n, v in zip(dataset.factor_names, f))
+        ax.set_title(label, fontsize=6)
+    fig.suptitle(dataset.describe(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def save_reconstructions(model, dataset, path, count: int = 8, seed: int = 1) -> None:
+    """Originals (top row) and their reconstructions from posterior means (bottom row)."""
+    model.eval()
+    indices = np.random.default_rng(seed).integers(0, len(dataset), count)
+    x = dataset.batch(indices).to(model_device(model))
+    recon = torch.sigmoid(model.decoder(model.represent(x)))
+    save_image_grid(torch.cat([x, recon]).cpu(), path, 2, count, ["data", "recon"])
+
+
+@torch.no_grad()
+def save_traversals(model, dataset, path, steps: int = 9, seed: int = 2,
+                    title: str | None = None) -> None:
+    """Each latent dim swept from its 2nd to its 98th percentile over the data (rows = dims)
+    around one image's code, like the paper's figure 4."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    codes = dataset_means(model, dataset, rng.integers(0, len(dataset), 1000))
+    low, high = torch.quantile(codes, 0.02, dim=0), torch.quantile(codes, 0.98, dim=0)
+    base = codes[0]
+    d = base.numel()
+    grid = base.repeat(d * steps, 1)
+    for j in range(d):
+        grid[j * steps:(j + 1) * steps, j] = torch.linspace(low[j], high[j], steps)
+    images = torch.sigmoid(model.decoder(grid.to(model_device(model)))).cpu()
+    save_image_grid(images, path, d, steps, [f"z{j}" for j in range(d)], title)
