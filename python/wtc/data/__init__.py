@@ -25,12 +25,24 @@ from wtc.data.registry import (
 )
 
 # Importing the loaders registers them; file sets in the order their names are listed.
-from wtc.data import dsprites, shapes3d, others  # noqa: E402,F401  isort: skip
-from wtc.data import registry as _registry  # noqa: E402  isort: skip
+from wtc.data import dsprites, shapes3d, others  # noqa: F401  isort: skip
+from wtc.data import registry as _registry
 
-__all__ = ["DataSetError", "GroundTruthDataset", "NAMES", "CLI_OPTIONS", "load", "find_file",
-           "data_roots", "register_dataset", "unregister_dataset", "Option", "DataSetEntry",
-           "DATASETS", "check_options"]
+__all__ = [
+    "CLI_OPTIONS",
+    "DATASETS",
+    "NAMES",
+    "DataSetEntry",
+    "DataSetError",
+    "GroundTruthDataset",
+    "Option",
+    "check_options",
+    "data_roots",
+    "find_file",
+    "load",
+    "register_dataset",
+    "unregister_dataset",
+]
 
 
 def __getattr__(attr):
@@ -83,10 +95,11 @@ def find_file(name: str, root=None, variant: str | None = None, **options) -> Pa
 
 
 def load(name: str, root=None, **options) -> GroundTruthDataset:
-    """A data set by name, with its options (``wtc data --help`` lists them): dsprites
-    (protocol="paper"|"dlib"), shapes3d (in_memory), cars3d, smallnorb, mpi3d
-    (variant="toy"|"realistic"|"real"), celeba, dsprites-procedural (protocol, step),
-    shapes3d-procedural (step). An option the data set does not take is a DataSetError."""
+    """A data set by name (``NAMES``) with its options: those the registry declares (``wtc data
+    --help`` lists them per data set: dsprites' protocol, mpi3d's variant, the procedural sets'
+    step) and the loader's other keyword arguments (shapes3d's in_memory, cache_dir, ...). An
+    option the data set does not take, or a value outside an option's choices, is a
+    DataSetError naming it."""
     entry = _registry.get(name)
     check_options(name, options)
     path = None if entry.procedural else find_file(name, root, **options)

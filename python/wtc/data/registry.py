@@ -187,7 +187,8 @@ def cli_options() -> dict[str, tuple[Option, tuple[str, ...]]]:
 def check_options(name: str, options: dict) -> None:
     """A DataSetError naming an option the data set does not take, or a value not among an
     option's choices; what ``load`` checks before opening anything."""
-    from wtc.data.base import DataSetError  # base declares its options here: import late
+    # Late: base declares its options with this module, so this module cannot import it first.
+    from wtc.data.base import DataSetError
 
     entry = get(name)
     accepted = entry.keyword_arguments()
