@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wtc.cli import main as wtc_main
-from wtc.data import DataSetError, load
+from wtc.data import DataSetError, GroundTruthDataset, load
 from wtc.data.dsprites import FILE_NAME as DSPRITES_FILE
 from wtc.data.dsprites import DSpritesProcedural, factor_values, render_grid, render_positions
 from wtc.data.shapes3d import Shapes3DProcedural
@@ -334,3 +334,133 @@ def test_wtc_data_show(tmp_path, capsys):
     assert "posY" in text and "orientation" in text and out.stat().st_size > 1000
     assert wtc_main(["data", "dsprites", "--root", str(tmp_path)]) == 2
     assert "dsprites-procedural" in capsys.readouterr().err
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+def test_registry_derives_todays_names_files_and_options():
+    import wtc.data
+    from wtc.data.registry import DATASETS
+
+    assert wtc.data.NAMES == ("dsprites", "shapes3d", "cars3d", "smallnorb", "mpi3d", "celeba",
+                              "dsprites-procedural", "shapes3d-procedural")
+    assert wtc.data.CLI_OPTIONS == ("step", "protocol", "variant")
+    # What _FILES and _PROCEDURAL held before the registry.
+    files = {name: (e.file, list(e.folders)) for name, e in DATASETS.items() if not e.procedural}
+    assert files == {
+        "dsprites": ("dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz", ["dsprites"]),
+        "shapes3d": ("3dshapes.h5", ["shapes3d", "3dshapes"]),
+        "cars3d": ("list.txt", ["cars", "cars3d"]),
+        "smallnorb": ("smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat",
+                      ["small_norb", "smallnorb"]),
+        "mpi3d": ("mpi3d_{variant}.npz", ["mpi3d_{variant}", "mpi3d"]),
+        "celeba": ("img_align_celeba", ["celeba", "CelebA"]),
+    }
+    assert {n: e.lookalike for n, e in DATASETS.items() if e.lookalike} == {
+        "dsprites": "dsprites-procedural", "shapes3d": "shapes3d-procedural"}
+    assert DATASETS["shapes3d"].factor_sizes == (10, 10, 10, 8, 4, 15)
+    assert DATASETS["dsprites"].factor_names[0] == "color"
+
+
+def test_an_option_a_data_set_does_not_take_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(DataSetError, match=r"does not take the option 'variant' \(--variant\); "
+                                           r"dsprites-procedural takes: protocol, step"):
+        load("dsprites-procedural", variant="real")
+    with pytest.raises(DataSetError, match="'in_memory'.*takes: step"):
+        load("shapes3d-procedural", in_memory=False)
+    with pytest.raises(DataSetError, match="variant must be one of toy, realistic, real"):
+        load("mpi3d", root=tmp_path, variant="big")  # before looking for a file
+    # Options from Python only are still accepted.
+    assert len(load("dsprites-procedural", step=(1, 3, 6, 40, 32, 32), cache=False)) == 1
+    assert wtc_main(["data", "shapes3d-procedural", "--protocol", "dlib"]) == 2
+    err = capsys.readouterr().err
+    assert "'protocol' (--protocol)" in err and "shapes3d-procedural takes: step" in err
+
+
+class Bars(GroundTruthDataset):
+    """A tiny procedural data set, registered from outside the package: one vertical bar."""
+
+    name = "bars"
+    factor_names = ("position",)
+    channels = 1
+
+    def __init__(self, bar_width=8):
+        self.bar_width = bar_width
+        self.factor_sizes = (64 // bar_width,)
+
+    def images_uint8(self, indices):
+        images = np.zeros((len(indices), 64, 64), np.uint8)
+        for i, k in enumerate(indices):
+            images[i, :, k * self.bar_width:(k + 1) * self.bar_width] = 255
+        return images
+
+
+@pytest.fixture
+def bars():
+    from wtc.data import Option, register_dataset, unregister_dataset
+
+    # The one place a new data set is declared.
+    register_dataset("bars", Bars, options=[Option("bar_width", int, 8, help="bar width")])
+    yield
+    unregister_dataset("bars")
+
+
+def test_a_data_set_registered_from_outside_is_loadable_and_on_the_command_line(bars, capsys):
+    import wtc.data
+
+    assert "bars" in wtc.data.NAMES and wtc.data.NAMES[-1] == "bars"
+    assert "bar_width" in wtc.data.CLI_OPTIONS
+    ds = load("bars", bar_width=16)
+    assert ds.factor_sizes == (4,) and ds.batch([2])[0, 0, 0, 32:48].eq(1).all()
+    with pytest.raises(SystemExit):
+        wtc_main(["data", "--help"])
+    text = capsys.readouterr().out
+    assert "bars (--bar-width)" in text and "--bar-width BAR_WIDTH" in text
+    assert wtc_main(["data", "bars", "--bar-width", "32"]) == 0
+    assert "position           2" in capsys.readouterr().out
+    assert wtc_main(["data", "bars", "--bar_width", "16"]) == 0  # the spelling sweeps pass
+    assert wtc_main(["data", "bars", "--step", "2"]) == 2
+    assert "bars does not take the option 'step'" in capsys.readouterr().err
+    # A train run gets the same flags.
+    from wtc.cli import _data_options, build_parser
+
+    args = build_parser().parse_args(["train", "--model", "beta-vae", "--data", "bars",
+                                      "--bar-width", "4", "--out", "x"])
+    assert _data_options(args) == {"bar_width": 4}
+    with pytest.raises(ValueError, match="already registered"):
+        wtc.data.register_dataset("bars", Bars)
+
+
+def test_a_file_data_set_registered_from_outside_is_found(bars, tmp_path):
+    from wtc.data import Option, find_file, register_dataset, unregister_dataset
+
+    def open_bars(path, bar_width=8):
+        assert path.read_text() == "bars"
+        return Bars(bar_width)
+
+    register_dataset("bars-file", open_bars, file="bars_{bar_width}.txt", folders=["bars"],
+                     lookalike="bars", factor_names=["position"],
+                     options=[Option("bar_width", int, 8, help="bar width")])
+    try:
+        with pytest.raises(DataSetError) as err:
+            load("bars-file", root=tmp_path)
+        message = str(err.value)
+        assert "bars_8.txt" in message and str(tmp_path / "bars" / "bars_8.txt") in message
+        assert "WTC_DATA" in message and "'bars'" in message
+        (tmp_path / "bars").mkdir()
+        (tmp_path / "bars" / "bars_16.txt").write_text("bars")
+        assert find_file("bars-file", tmp_path, bar_width=16) == tmp_path / "bars" / "bars_16.txt"
+        assert load("bars-file", root=tmp_path, bar_width=16).factor_sizes == (4,)
+    finally:
+        unregister_dataset("bars-file")
+
+
+def test_registration_mistakes_are_caught_when_made(bars):
+    import wtc.data
+    from wtc.data import Option, register_dataset
+
+    with pytest.raises(ValueError, match="differs in type or choices"):
+        register_dataset("other", Bars, options=[Option("bar_width", str, "8")])
+    with pytest.raises(ValueError, match="declares default 4 but .*Bars defaults to 8"):
+        register_dataset("other", Bars, options=[Option("bar_width", int, 4)], replace=True)
+    assert "other" not in wtc.data.NAMES

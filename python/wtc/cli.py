@@ -7,18 +7,21 @@ import sys
 
 
 def _add_data_options(parser) -> None:
-    parser.add_argument("--step", type=int, default=None,
-                        help="procedural sets: keep every step-th class of each factor")
-    parser.add_argument("--protocol", choices=["paper", "dlib"], default=None,
-                        help="dSprites: keep (paper) or drop (dlib) the constant colour factor")
-    parser.add_argument("--variant", choices=["toy", "realistic", "real"], default=None,
-                        help="MPI3D variant")
+    """One flag per data-set option in the registry (wtc.data.registry), shared by the data sets
+    that take it; unset flags are None, so each loader's own default applies."""
+    from wtc.data.registry import cli_options
+
+    for name, (option, sets) in cli_options().items():
+        flags = [option.flag] + ([f"--{name}"] if option.flag != f"--{name}" else [])
+        default = f"; default {option.default}" if option.default is not None else ""
+        parser.add_argument(*flags, dest=name, type=option.type, choices=option.choices,
+                            default=None, help=f"{option.help} ({', '.join(sets)}{default})")
 
 
 def _data_options(args) -> dict:
     from wtc.data import CLI_OPTIONS
 
-    return {k: getattr(args, k) for k in CLI_OPTIONS if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in CLI_OPTIONS if getattr(args, k, None) is not None}
 
 
 def _cmd_data(args) -> int:
@@ -178,8 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="describe a data set and show example images")
-    data.add_argument("name", help="dsprites, shapes3d, cars3d, smallnorb, mpi3d, celeba, "
-                                   "dsprites-procedural, shapes3d-procedural")
+    from wtc.data import NAMES
+    from wtc.data.registry import DATASETS
+
+    data.add_argument("name", choices=NAMES, metavar="NAME",
+                      help="; ".join(n + (f" ({', '.join(o.flag for o in DATASETS[n].options)})"
+                                          if DATASETS[n].options else "") for n in NAMES))
     data.add_argument("--root", default=None, help="folder holding the data set's file")
     data.add_argument("--show", default=None, metavar="OUT.png", help="save example images")
     data.add_argument("--count", type=int, default=16, help="how many examples to show")

@@ -4,6 +4,9 @@ keeps them (never downloaded), and procedural look-alikes that need no files.
     wtc.data.load("dsprites")                        # $WTC_DATA, or dlib / disent layouts
     wtc.data.load("dsprites", root="~/data", protocol="dlib")
     wtc.data.load("dsprites-procedural", step=2)     # rendered locally, cached
+
+Each data set is declared once, beside its loader, in the registry (wtc.data.registry);
+``NAMES``, ``CLI_OPTIONS``, ``find_file``, ``load`` and the command line are derived from it.
 """
 
 from __future__ import annotations
@@ -12,22 +15,44 @@ import os
 from pathlib import Path
 
 from wtc.data.base import DataSetError, GroundTruthDataset
+from wtc.data.registry import (
+    DATASETS,
+    DataSetEntry,
+    Option,
+    check_options,
+    register_dataset,
+    unregister_dataset,
+)
 
-__all__ = ["DataSetError", "GroundTruthDataset", "NAMES", "load", "find_file"]
+# Importing the loaders registers them; file sets in the order their names are listed.
+from wtc.data import dsprites, shapes3d, others  # noqa: F401  isort: skip
+from wtc.data import registry as _registry
 
-# name -> (file or folder to find, sub-folders of a data root where users keep it)
-_FILES = {
-    "dsprites": ("dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz", ["dsprites"]),
-    "shapes3d": ("3dshapes.h5", ["shapes3d", "3dshapes"]),
-    "cars3d": ("list.txt", ["cars", "cars3d"]),
-    "smallnorb": ("smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat", ["small_norb", "smallnorb"]),
-    "mpi3d": ("mpi3d_{variant}.npz", ["mpi3d_{variant}", "mpi3d"]),
-    "celeba": ("img_align_celeba", ["celeba", "CelebA"]),
-}
-_PROCEDURAL = {"dsprites": "dsprites-procedural", "shapes3d": "shapes3d-procedural"}
-NAMES = tuple(_FILES) + tuple(_PROCEDURAL.values())
-# The options of load that the command line (wtc data, wtc train) and sweep specs pass on.
-CLI_OPTIONS = ("step", "protocol", "variant")
+__all__ = [
+    "CLI_OPTIONS",
+    "DATASETS",
+    "NAMES",
+    "DataSetEntry",
+    "DataSetError",
+    "GroundTruthDataset",
+    "Option",
+    "check_options",
+    "data_roots",
+    "find_file",
+    "load",
+    "register_dataset",
+    "unregister_dataset",
+]
+
+
+def __getattr__(attr):
+    # Computed on each access, so a data set registered later (a plug-in, a test) is listed.
+    if attr == "NAMES":
+        return _registry.names()
+    if attr == "CLI_OPTIONS":
+        # The options of load that the command line (wtc data, wtc train) and sweep specs pass on.
+        return tuple(_registry.cli_options())
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def data_roots(root=None) -> list[Path]:
@@ -43,21 +68,25 @@ def data_roots(root=None) -> list[Path]:
     return roots
 
 
-def find_file(name: str, root=None, variant: str = "toy") -> Path:
+def find_file(name: str, root=None, variant: str | None = None, **options) -> Path:
     """The path of a data set's file (or folder), or a DataSetError saying where it was looked
-    for, the environment variable, and the procedural alternative."""
-    file, subdirs = _FILES[name]
-    file = file.format(variant=variant)
+    for, the environment variable, and the procedural alternative. Options fill the ``{option}``
+    fields of the file's name (mpi3d's variant, default toy)."""
+    entry = _registry.get(name)
+    if entry.procedural:
+        raise ValueError(f"{name} is procedural: it needs no files")
+    if variant is not None:
+        options["variant"] = variant
+    file, subdirs = _registry.file_and_folders(entry, options)
     tried = []
     for base in data_roots(root):
-        for folder in [base] + [base / s.format(variant=variant) for s in subdirs]:
+        for folder in [base] + [base / s for s in subdirs]:
             candidate = folder / file
             tried.append(candidate)
             if candidate.exists():
                 return candidate
-    alternative = _PROCEDURAL.get(name)
-    hint = (f" or use the procedural look-alike that needs no files: '{alternative}'"
-            if alternative else "")
+    hint = (f" or use the procedural look-alike that needs no files: '{entry.lookalike}'"
+            if entry.lookalike else "")
     raise DataSetError(
         f"{name}: expected the file {file}, looked for it at:\n  "
         + "\n  ".join(str(t) for t in tried)
@@ -66,30 +95,12 @@ def find_file(name: str, root=None, variant: str = "toy") -> Path:
 
 
 def load(name: str, root=None, **options) -> GroundTruthDataset:
-    """A data set by name: dsprites (options: protocol="paper"|"dlib"), shapes3d (in_memory),
-    cars3d, smallnorb, mpi3d (variant="toy"|"realistic"|"real"), celeba, dsprites-procedural
-    (protocol, step), shapes3d-procedural (step)."""
-    if name == "dsprites-procedural":
-        from wtc.data.dsprites import DSpritesProcedural
-        return DSpritesProcedural(**options)
-    if name == "shapes3d-procedural":
-        from wtc.data.shapes3d import Shapes3DProcedural
-        return Shapes3DProcedural(**options)
-    if name not in _FILES:
-        raise ValueError(f"unknown data set {name!r}; known: {', '.join(NAMES)}")
-    variant = options.pop("variant", "toy") if name == "mpi3d" else "toy"
-    path = find_file(name, root, variant)
-    if name == "dsprites":
-        from wtc.data.dsprites import DSprites
-        return DSprites(path, **options)
-    if name == "shapes3d":
-        from wtc.data.shapes3d import Shapes3D
-        return Shapes3D(path, **options)
-    from wtc.data import others
-    if name == "cars3d":
-        return others.Cars3D(path.parent, **options)
-    if name == "smallnorb":
-        return others.SmallNORB(path.parent, **options)
-    if name == "mpi3d":
-        return others.MPI3D(path, variant=variant, **options)
-    return others.CelebA(path, **options)
+    """A data set by name (``NAMES``) with its options: those the registry declares (``wtc data
+    --help`` lists them per data set: dsprites' protocol, mpi3d's variant, the procedural sets'
+    step) and the loader's other keyword arguments (shapes3d's in_memory, cache_dir, ...). An
+    option the data set does not take, or a value outside an option's choices, is a
+    DataSetError naming it."""
+    entry = _registry.get(name)
+    check_options(name, options)
+    path = None if entry.procedural else find_file(name, root, **options)
+    return _registry.open_dataset(entry, path, options)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wtc.data.registry import Option
+
 
 class DataSetError(ValueError):
     """A data set that cannot be read: missing, truncated or in the wrong format."""
@@ -152,6 +154,10 @@ class GroundTruthDataset(torch.utils.data.Dataset):
         factors = ", ".join(f"{n} ({s})" for n, s in zip(self.factor_names, self.factor_sizes))
         return (f"{self.name}: {len(self)} images of {self.channels}x{self.image_size}x"
                 f"{self.image_size}; factors: {factors or 'none'}")
+
+
+# From Python, step may also be one int per factor.
+STEP = Option("step", int, 1, help="keep every step-th class of each factor (quick tests)")
 
 
 def subset_steps(factor_sizes: Sequence[int], step) -> list[np.ndarray]:

@@ -16,18 +16,22 @@ from pathlib import Path
 import numpy as np
 
 from wtc.data.base import (
+    STEP,
     DataSetError,
     GroundTruthDataset,
     cache_root,
     reading_npz,
     subset_steps,
 )
+from wtc.data.registry import Option, register_dataset
 from wtc.runfiles import save_numpy_atomic
 
 FILE_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
 FACTOR_SIZES = (1, 3, 6, 40, 32, 32)
 PROTOCOLS = ("paper", "dlib")
+PROTOCOL = Option("protocol", str, "paper", PROTOCOLS,
+                  help="keep (paper) or drop (dlib) the constant colour factor")
 
 
 def factor_values(name: str) -> np.ndarray:
@@ -65,6 +69,9 @@ class _PackedDSprites(GroundTruthDataset):
         return bits.reshape(len(indices), 64, 64)
 
 
+@register_dataset("dsprites", file=FILE_NAME, folders=["dsprites"],
+                  lookalike="dsprites-procedural", factor_names=FACTOR_NAMES,
+                  factor_sizes=FACTOR_SIZES, options=[PROTOCOL])
 class DSprites(_PackedDSprites):
     """The real dSprites npz (``imgs`` uint8 0/1, ``latents_classes`` int64)."""
 
@@ -182,6 +189,8 @@ def render_grid(classes: list[np.ndarray], threads: int | None = None) -> np.nda
     return packed
 
 
+@register_dataset("dsprites-procedural", factor_names=FACTOR_NAMES, factor_sizes=FACTOR_SIZES,
+                  options=[PROTOCOL, STEP])
 class DSpritesProcedural(_PackedDSprites):
     """The dSprites grid rendered with numpy (same factors, values, order and index).
 

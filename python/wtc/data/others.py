@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from wtc.data.base import DataSetError, GroundTruthDataset, cache_root, reading_npz
+from wtc.data.registry import Option, register_dataset
 from wtc.runfiles import save_numpy_atomic
 
 
@@ -28,6 +29,8 @@ def area_downsample(image: np.ndarray, size: int = 64) -> np.ndarray:
 
 # -- Cars3D ------------------------------------------------------------------------------------
 
+# The car count is list.txt's (183 in the released set): the sizes are read, not declared.
+@register_dataset("cars3d", file="list.txt", folders=["cars", "cars3d"], open_folder=True)
 class Cars3D(GroundTruthDataset):
     """Cars3D from its folder: ``list.txt`` naming the ``car_*_mesh.mat`` files, each holding
     ``im`` uint8 (128, 128, 3, 24, 4) = (H, W, C, azimuth, elevation). Factors (car fastest):
@@ -118,6 +121,8 @@ def read_norb_matrix(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
+@register_dataset("smallnorb", file=f"{NORB_PREFIXES[0]}-dat.mat",
+                  folders=["small_norb", "smallnorb"], open_folder=True)
 class SmallNORB(GroundTruthDataset):
     """SmallNORB from the training and testing binary-matrix files (both, as disentanglement_lib
     does): the first camera of each stereo pair, resized to 64x64. Factors: category (5),
@@ -189,6 +194,7 @@ MPI3D_FACTORS = ("object_color", "object_shape", "object_size", "camera_height",
                  "background_color", "horizontal_axis", "vertical_axis")
 MPI3D_SIZES = (6, 6, 2, 3, 3, 40, 40)
 MPI3D_VARIANTS = ("toy", "realistic", "real")
+VARIANT = Option("variant", str, "toy", MPI3D_VARIANTS, help="MPI3D variant")
 
 
 def memmap_npz_member(path: Path, key: str):
@@ -212,6 +218,8 @@ def memmap_npz_member(path: Path, key: str):
                      order="F" if fortran else "C")
 
 
+@register_dataset("mpi3d", file="mpi3d_{variant}.npz", folders=["mpi3d_{variant}", "mpi3d"],
+                  factor_sizes=MPI3D_SIZES, options=[VARIANT])
 class MPI3D(GroundTruthDataset):
     """MPI3D (``mpi3d_{toy,realistic,real}.npz``, key ``images`` uint8 (1036800, 64, 64, 3)),
     memory-mapped when the npz is stored uncompressed, as the released files are.
@@ -245,6 +253,7 @@ class MPI3D(GroundTruthDataset):
 
 # -- CelebA ------------------------------------------------------------------------------------
 
+@register_dataset("celeba", file="img_align_celeba", folders=["celeba", "CelebA"])
 class CelebA(GroundTruthDataset):
     """CelebA aligned images (``img_align_celeba/*.jpg``, 178x218): the centre 178x178 crop,
     resized to 64x64, cached once. No ground-truth factors: for training and traversals."""

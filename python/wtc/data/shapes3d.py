@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import DataSetError, GroundTruthDataset, subset_steps
+from wtc.data.base import STEP, DataSetError, GroundTruthDataset, subset_steps
+from wtc.data.registry import register_dataset
 
 FILE_NAME = "3dshapes.h5"
 FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
@@ -34,6 +35,8 @@ def classes_from_values(values: np.ndarray, what: str) -> tuple[np.ndarray, tupl
     return classes, sizes
 
 
+@register_dataset("shapes3d", file=FILE_NAME, folders=["shapes3d", "3dshapes"],
+                  lookalike="shapes3d-procedural", factor_sizes=FACTOR_SIZES)
 class Shapes3D(GroundTruthDataset):
     """The real Shapes3D h5 (``images`` uint8 (N, 64, 64, 3), ``labels`` float64 (N, 6)).
 
@@ -153,6 +156,7 @@ def _object(scale, shape, orientation):
     return shading, shadow
 
 
+@register_dataset("shapes3d-procedural", factor_sizes=FACTOR_SIZES, options=[STEP])
 class Shapes3DProcedural(GroundTruthDataset):
     """A Shapes3D look-alike over the same factor grid, composited lazily per batch.
 
