@@ -277,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from wtc.plugins import PluginError, load_plugins
+
+    try:  # before the parser: plug-ins add models, metrics and data sets to its choices
+        load_plugins()
+    except PluginError as err:
+        print(f"wtc: {err}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     return args.run(args)
 
