@@ -217,13 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--device", default=None)
     tv.set_defaults(run=_cmd_traverse)
 
-    from wtc.metrics import METRICS
+    from wtc.metrics import METRICS, PROTOCOLS, default_metrics
 
     ev = sub.add_parser("eval", help="evaluate a run's last checkpoint; writes RUN_DIR/eval.json")
     ev.add_argument("run_dir")
-    ev.add_argument("--metrics", nargs="+", default=["factor_vae", "mig", "modularity", "wdg",
-                                                     "reconstruction"], choices=METRICS)
-    ev.add_argument("--protocol", choices=["paper", "dlib"], default="paper")
+    # the registry's metrics, read when the parser is built (after any register_metric)
+    ev.add_argument("--metrics", nargs="+", default=default_metrics(), choices=list(METRICS))
+    ev.add_argument("--protocol", choices=list(PROTOCOLS), default="paper")
     ev.add_argument("--repeats", type=int, default=None, help="default: the protocol's")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--scale", type=float, default=1.0,
