@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("sweep_dir")
     rp.add_argument("--out", required=True, metavar="REPORT_DIR")
     rp.add_argument("--select-by", default="factor_vae",
+                    choices=[m for m, entry in METRICS.items() if entry.column],
                     help="the metric that picks each model's best strength for table 1")
     rp.add_argument("--device", default=None, help="for the traversals (default: cuda if any)")
     rp.set_defaults(run=_cmd_report)
