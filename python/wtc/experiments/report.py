@@ -14,13 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from wtc.experiments import figures as fig
-from wtc.experiments.figures import (  # noqa: F401 (the names this module exported before)
+from wtc.experiments.figures import (
     correlation_heatmap,
     scatter_vs_reconstruction,
+    traversals,
     violins,
 )
-from wtc.experiments.results import (  # noqa: F401
+from wtc.experiments.results import (  # noqa: F401 (also the names this module exported)
     CORRELATED,
     Collected,
     Setting,
@@ -150,19 +150,19 @@ def make_report(sweep_dir, out, select_by: str = "factor_vae", device: str | Non
     for metric, number in (("factor_vae", 2), ("wdg", 6)):
         if metric in c.metrics and "reconstruction" in c.metrics:
             name = f"figure{number}_{metric}_vs_reconstruction.png"
-            fig.scatter_vs_reconstruction(c, metric, out / name)
+            scatter_vs_reconstruction(c, metric, out / name)
             figures.append((name, f"Figure {number}: {display(metric)} against reconstruction "
                                   "error, one point per strength (upper left is better)."))
     for metric, number in (("wdg", 3), ("factor_vae", 7)):
         if metric in c.metrics:
             name = f"figure{number}_{metric}_violins.png"
-            fig.violins(c, metric, out / name)
+            violins(c, metric, out / name)
             figures.append((name, f"Figure {number}: {display(metric)} per strength, every "
                                   "evaluation of every seed."))
     corr = {}
     if sum(m in c.metrics for m in CORRELATED) >= 2:
         name = "figure5_rank_correlation.png"
-        corr = fig.correlation_heatmap(c, out / name)
+        corr = correlation_heatmap(c, out / name)
         figures.append((name, "Figure 5: Spearman rank correlation between the metrics over "
                               "all evaluated runs."))
     notes = []
@@ -173,7 +173,7 @@ def make_report(sweep_dir, out, select_by: str = "factor_vae", device: str | Non
             continue
         name = f"figure4_traversals_{data}.png"
         try:
-            fig.traversals(sweep_dir / run["id"], out / name, device,
+            traversals(sweep_dir / run["id"], out / name, device,
                         f"{run['id']} (best {display(select_by)} "
                         f"{run['scores'][select_by]:.3f})")
             figures.append((name, f"Figure 4: latent traversals of the best run on {data} by "
