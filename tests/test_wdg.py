@@ -143,3 +143,17 @@ def test_factor_values_need_not_be_contiguous():
         spread = wdg(codes, 5 * factors + 7, variant=variant, seed=2)
         assert spread.score == pytest.approx(dense.score, rel=1e-12)
         np.testing.assert_allclose(spread.matrix, dense.matrix, rtol=1e-12)
+
+
+def test_factor_values_over_a_wide_range_are_ranked():
+    """Values spread too widely for one class per value (wdg ranks them instead) and negative
+    values give the classes of their order: the same score as the dense factors."""
+    rng = np.random.default_rng(13)
+    factors = np.stack([rng.integers(0, n, 500) for n in (4, 6)], 1)
+    codes = rng.normal(size=(500, 3)) + factors[:, [0, 1, 1]] * 0.4
+    for variant in ("paper", "exact"):
+        dense = wdg(codes, factors, variant=variant, seed=3)
+        for values in (10**9 * factors - 5, -3 * factors):
+            spread = wdg(codes, values, variant=variant, seed=3)
+            np.testing.assert_allclose(spread.matrix, dense.matrix, rtol=1e-12)
+            assert spread.score == pytest.approx(dense.score, rel=1e-12)

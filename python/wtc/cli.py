@@ -224,13 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--device", default=None)
     tv.set_defaults(run=_cmd_traverse)
 
-    from wtc.metrics import METRICS
+    from wtc.metrics import METRICS, PROTOCOLS, default_metrics
 
     ev = sub.add_parser("eval", help="evaluate a run's last checkpoint; writes RUN_DIR/eval.json")
     ev.add_argument("run_dir")
-    ev.add_argument("--metrics", nargs="+", default=["factor_vae", "mig", "modularity", "wdg",
-                                                     "reconstruction"], choices=METRICS)
-    ev.add_argument("--protocol", choices=["paper", "dlib"], default="paper")
+    # the registry's metrics, read when the parser is built (after any register_metric)
+    ev.add_argument("--metrics", nargs="+", default=default_metrics(), choices=list(METRICS))
+    ev.add_argument("--protocol", choices=list(PROTOCOLS), default="paper")
     ev.add_argument("--repeats", type=int, default=None, help="default: the protocol's")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--scale", type=float, default=1.0,
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("sweep_dir")
     rp.add_argument("--out", required=True, metavar="REPORT_DIR")
     rp.add_argument("--select-by", default="factor_vae",
+                    choices=[m for m, entry in METRICS.items() if entry.column],
                     help="the metric that picks each model's best strength for table 1")
     rp.add_argument("--device", default=None, help="for the traversals (default: cuda if any)")
     rp.set_defaults(run=_cmd_report)

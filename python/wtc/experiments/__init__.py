@@ -1,5 +1,6 @@
 """Studies: sweep specs (presets ``paper`` and ``mini``), ``run_sweep`` (what ``wtc sweep``
-runs) and ``make_report`` (``wtc report``: table 1 and figures 2-7)."""
+runs) and ``make_report`` (``wtc report``: table 1 and figures 2-7; the numbers in
+``results``, the pictures in ``figures``, the Markdown/HTML/CSV writer in ``report``)."""
 
 from wtc.experiments.report import collect, make_report, table1
 from wtc.experiments.spec import PRESETS, EvalSpec, SpecError, SweepSpec, load_spec

@@ -40,7 +40,9 @@ PAPER_STRENGTHS = {"beta-vae": [1.0, 4.0, 8.0, 16.0], "factor-vae": [10.0, 20.0,
                    "beta-tcvae": [1.0, 4.0, 8.0, 16.0], "wtc-vae": [10.0, 20.0, 40.0, 80.0],
                    "wae": [1.0, 4.0, 8.0, 16.0], "wtc-wae": [10.0, 20.0, 40.0, 80.0]}
 PAPER_SEEDS = [1, 11, 42, 73, 89]
-DEFAULT_METRICS = ["factor_vae", "wdg", "modularity", "mig", "reconstruction"]
+from wtc.metrics.registry import default_metrics  # noqa: E402 (one hunk: see the registry)
+
+DEFAULT_METRICS = default_metrics()  # registered with default=True, in registration order
 
 
 class SpecError(ValueError):

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.stats
 
 from wtc.metrics._utils import as_codes, as_factors
+from wtc.metrics.registry import register_metric
 
 
 class DCIResult(NamedTuple):
@@ -57,3 +58,9 @@ def dci(train_codes, train_factors, test_codes, test_factors, seed: int = 0) -> 
         acc_test.append(float(np.mean(clf.predict(zte) == yte[:, k])))
     return DCIResult(disentanglement_from_importance(R), completeness_from_importance(R),
                      float(np.mean(acc_train)), float(np.mean(acc_test)), R)
+
+
+@register_metric("dci", display="DCI disentanglement", needs=("train", "test"), column=False)
+def _dci_in_evaluate(r) -> float:
+    return dci(r.train_codes, r.train_factors, r.test_codes, r.test_factors,
+               seed=r.seed).disentanglement

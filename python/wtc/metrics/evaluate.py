@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from wtc.metrics._utils import as_codes, discretize, mutual_information
-from wtc.metrics.dci import dci
-from wtc.metrics.factor_vae import _rngs, beta_vae_score, factor_vae_score
-from wtc.metrics.mig import mig_from_mutual_information
-from wtc.metrics.modularity import explicitness, modularity_score
-from wtc.metrics.reconstruction import reconstruction_error
-from wtc.metrics.sampling import dlib_factor_batches
-from wtc.metrics.sap import sap
-from wtc.metrics.wdg import wdg
+from wtc.metrics._utils import as_codes
+from wtc.metrics.registry import (
+    METRICS,
+    Repeat,
+    default_metrics,
+    metric,
+    metrics_needing,
+)
+from wtc.metrics.sampling import make_sampler
 from wtc.representation import representation_function
 
 PROTOCOLS = {
@@ -33,8 +33,6 @@ PROTOCOLS = {
                  balanced_votes=False, sampling="dlib"),
 }
 SIZE_NAMES = ("num_train", "num_test", "votes_train", "votes_eval", "variance_samples")
-METRICS = ("reconstruction", "factor_vae", "beta_vae", "mig", "modularity", "explicitness",
-           "dci", "sap", "wdg")
 
 
 def protocol_settings(protocol: str, repeats: int | None = None, scale: float = 1.0,
@@ -54,80 +52,52 @@ def protocol_settings(protocol: str, repeats: int | None = None, scale: float = 
     return repeats, n
 
 
-TRAIN_METRICS = {"mig", "modularity", "explicitness", "dci", "sap", "wdg"}
-TEST_METRICS = {"explicitness", "dci", "sap"}
+def __getattr__(name):
+    # the metrics using the shared train / test samples, from the registry at the time of asking
+    if name == "TRAIN_METRICS":
+        return metrics_needing("train")
+    if name == "TEST_METRICS":
+        return metrics_needing("test")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def one_repeat(dataset, represent, metrics, n: dict, protocol: str, seed: int,
                model=None) -> dict:
     """One evaluation of ``metrics`` with the protocol's sampling, sample sizes ``n`` and
-    ``seed``; ``represent`` maps observations to codes (``model`` is needed only for
-    reconstruction). The code-based metrics share one train sample (and one test sample, drawn
-    only for the metrics that use it), and MIG and Modularity one mutual information matrix."""
-    p = PROTOCOLS[protocol]
-    metrics = list(metrics)
-    ztr = ytr = zte = yte = None
-    if TRAIN_METRICS & set(metrics):
+    ``seed``; ``represent`` maps observations to codes (``model`` is needed only by metrics
+    that need it, such as reconstruction). The code-based metrics share one train sample (and
+    one test sample, drawn only for the metrics that use it), and MIG and Modularity one mutual
+    information matrix (:class:`wtc.metrics.registry.Repeat`)."""
+    entries = [metric(m) for m in metrics]
+    needs = set().union(*(e.needs for e in entries))
+    if "model" in needs and model is None:
+        raise ValueError("metrics " + ", ".join(e.name for e in entries if "model" in e.needs)
+                         + " need the model")
+    r = Repeat(dataset, represent, n, PROTOCOLS[protocol], seed, model)
+    if needs & {"train", "test"}:
         # Every code-based metric of disentanglement_lib starts its own RandomState(seed) and
         # draws the same train and test sets: they are drawn once.
-        draws, obs_rng = _rngs(seed, p["sampling"])
+        sampler = make_sampler(r.sampling, seed)
 
         def sample(size):
-            if p["sampling"] == "dlib":
-                y = dlib_factor_batches(dataset, size, draws)
-            else:
-                y = dataset.sample_factors(size, draws)
-            z = represent(dataset.sample_observations_from_factors(y, obs_rng))
+            y = sampler.code_factors(dataset, size)
+            z = represent(dataset.sample_observations_from_factors(y, sampler.obs_rng))
             return as_codes(z), y
 
-        ztr, ytr = sample(n["num_train"])
-        if TEST_METRICS & set(metrics):
-            zte, yte = sample(n["num_test"])
-    mi = None  # the train codes' MI with the factors, shared by MIG and Modularity
-
-    def train_mi():
-        nonlocal mi
-        if mi is None:
-            mi = mutual_information(discretize(ztr), ytr)
-        return mi
-
-    out = {}
-    for m in metrics:
-        if m == "reconstruction":
-            v = reconstruction_error(model, dataset, num_samples=n["num_test"], seed=seed)
-        elif m == "factor_vae":
-            v = factor_vae_score(dataset, represent, num_train=n["votes_train"],
-                                 num_eval=n["votes_eval"],
-                                 num_variance_estimate=n["variance_samples"],
-                                 balanced_votes=p["balanced_votes"], seed=seed,
-                                 sampling=p["sampling"]).eval_accuracy
-        elif m == "beta_vae":
-            v = beta_vae_score(dataset, represent, num_train=n["votes_train"],
-                               num_eval=n["votes_eval"], seed=seed,
-                               sampling=p["sampling"]).eval_accuracy
-        elif m == "mig":
-            v = mig_from_mutual_information(train_mi(), ytr).score
-        elif m == "modularity":
-            v = modularity_score(train_mi()).mean()
-        elif m == "explicitness":
-            v = explicitness(ztr, ytr, zte, yte, seed=seed)[1]
-        elif m == "dci":
-            v = dci(ztr, ytr, zte, yte, seed=seed).disentanglement
-        elif m == "sap":
-            v = sap(ztr, ytr, zte, yte).score
-        else:
-            v = wdg(ztr, ytr, variant="paper", seed=seed).score
-        out[m] = float(v)
-    return out
+        r.train_codes, r.train_factors = sample(n["num_train"])
+        if "test" in needs:
+            r.test_codes, r.test_factors = sample(n["num_test"])
+    return {e.name: float(e.function(r)) for e in entries}
 
 
-def evaluate(model, dataset, metrics=("factor_vae", "mig", "modularity", "wdg", "reconstruction"),
-             protocol: str = "paper", repeats: int | None = None, seed: int = 0,
-             scale: float = 1.0, sizes: dict | None = None) -> dict:
+def evaluate(model, dataset, metrics=None, protocol: str = "paper", repeats: int | None = None,
+             seed: int = 0, scale: float = 1.0, sizes: dict | None = None) -> dict:
     """{metric: {"mean", "std", "values"}} plus the settings used. ``scale`` multiplies every
     sample size (for quick looks; 1.0 is the protocol); ``sizes`` sets named ones outright
-    (num_train, num_test, votes_train, votes_eval, variance_samples)."""
+    (num_train, num_test, votes_train, votes_eval, variance_samples). ``metrics``: names in
+    ``METRICS``; default: the registry's default set."""
     repeats, n = protocol_settings(protocol, repeats, scale, sizes)  # checks protocol
+    metrics = default_metrics() if metrics is None else list(metrics)
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")

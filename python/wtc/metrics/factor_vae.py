@@ -8,12 +8,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from wtc.metrics.sampling import (
-    check_sampling,
-    dlib_beta_vae_factors,
-    dlib_sample_factors,
-    dlib_vote_factors,
-)
+from wtc.metrics.registry import register_metric
+from wtc.metrics.sampling import make_sampler
 
 
 class FactorVAEResult(NamedTuple):
@@ -51,31 +47,6 @@ def _represent_batches(dataset, represent, factors: np.ndarray, rng, batch_size=
                                                            batch_size)])
 
 
-def _rngs(seed: int, sampling: str):
-    """(the draws' generator, the observations' generator). disentanglement_lib's images depend
-    only on the factors (SmallNORB's choice among matching images aside, which gets its own
-    generator), so the dlib stream is not shared with them."""
-    check_sampling(sampling)
-    if sampling == "dlib":
-        return np.random.RandomState(seed), np.random.default_rng(seed)
-    rng = np.random.default_rng(seed)
-    return rng, rng
-
-
-def _vote_factors(dataset, num_votes, batch_size, rng, balanced):
-    """Factor rows (num_votes * batch_size, K) with one factor fixed per vote, and that factor."""
-    K = dataset.num_factors
-    if balanced:  # votes spread evenly over the factors (the WTC authors' protocol)
-        ks = np.resize(np.arange(K), num_votes)
-        rng.shuffle(ks)
-    else:  # a random factor per vote (disentanglement_lib)
-        ks = rng.integers(0, K, num_votes)
-    factors = dataset.sample_factors(num_votes * batch_size, rng).reshape(num_votes, batch_size, K)
-    votes = np.arange(num_votes)
-    factors[votes, :, ks] = factors[votes, 0, ks][:, None]
-    return factors.reshape(-1, K), ks
-
-
 def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int = 10_000,
                      num_eval: int = 5_000, num_variance_estimate: int = 10_000,
                      prune_threshold: float = 0.05, balanced_votes: bool = False,
@@ -86,15 +57,10 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
     Active dims have global std >= prune_threshold; none active gives 0. Reports the real number
     of active dims (the reference reports the mask length). ``sampling="dlib"`` draws every
     sample as disentanglement_lib does (:mod:`wtc.metrics.sampling`; votes not balanced)."""
-    check_sampling(sampling)
-    if sampling == "dlib" and balanced_votes:
-        raise ValueError("balanced_votes: disentanglement_lib's sampling draws a random factor "
-                         "per vote; pass balanced_votes=False with sampling='dlib'")
-    rng, obs_rng = _rngs(seed, sampling)
-    if sampling == "dlib":
-        variance_factors = dlib_sample_factors(dataset, num_variance_estimate, rng)
-    else:
-        variance_factors = dataset.sample_factors(num_variance_estimate, rng)
+    sampler = make_sampler(sampling, seed)
+    sampler.check_votes(balanced_votes)  # before any work
+    obs_rng = sampler.obs_rng
+    variance_factors = sampler.factors(dataset, num_variance_estimate)
     K = dataset.num_factors
     codes = _represent_batches(dataset, represent, variance_factors, obs_rng)
     variance = codes.var(axis=0, ddof=1)
@@ -109,10 +75,7 @@ def factor_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int
     chunk = batch_size * max(1, 4096 // batch_size)
 
     def votes(n):
-        if sampling == "dlib":
-            factors, ks = dlib_vote_factors(dataset, n, batch_size, rng)
-        else:
-            factors, ks = _vote_factors(dataset, n, batch_size, rng, balanced_votes)
+        factors, ks = sampler.vote_factors(dataset, n, batch_size, balanced_votes)
         dims = np.empty(n, dtype=np.int64)
         for start, z in _represent_chunks(dataset, represent, factors, obs_rng, chunk,
                                           check=False):
@@ -146,20 +109,13 @@ def beta_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int =
     ``sampling="dlib"`` draws every point as disentanglement_lib does."""
     from sklearn.linear_model import LogisticRegression
 
-    rng, obs_rng = _rngs(seed, sampling)
-    K = dataset.num_factors
+    sampler = make_sampler(sampling, seed)
+    obs_rng = sampler.obs_rng
 
     def points(n):
-        if sampling == "dlib":
-            f1, f2, ks = dlib_beta_vae_factors(dataset, n, batch_size, rng)
-        else:
-            ks = rng.integers(0, K, n)
-            f1 = dataset.sample_factors(n * batch_size, rng).reshape(n, batch_size, K)
-            f2 = dataset.sample_factors(n * batch_size, rng).reshape(n, batch_size, K)
-            rows = np.arange(n)
-            f2[rows, :, ks] = f1[rows, :, ks]
-        z1 = _represent_batches(dataset, represent, f1.reshape(-1, K), obs_rng)
-        z2 = _represent_batches(dataset, represent, f2.reshape(-1, K), obs_rng)
+        f1, f2, ks = sampler.beta_vae_factors(dataset, n, batch_size)
+        z1 = _represent_batches(dataset, represent, f1, obs_rng)
+        z2 = _represent_batches(dataset, represent, f2, obs_rng)
         features = np.abs(z1 - z2).reshape(n, batch_size, -1).mean(axis=1)
         return features, ks
 
@@ -167,3 +123,22 @@ def beta_vae_score(dataset, represent, *, batch_size: int = 64, num_train: int =
     xte, yte = points(num_eval)
     clf = LogisticRegression(random_state=seed, max_iter=1000).fit(xtr, ytr)
     return BetaVAEResult(float(clf.score(xtr, ytr)), float(clf.score(xte, yte)))
+
+
+# -- in evaluate: votes and points drawn by the protocol's sampler from the data set -----------
+
+@register_metric("factor_vae", display="FactorVAE score", needs=("dataset",), default=True)
+def _factor_vae_in_evaluate(r) -> float:
+    n = r.sizes
+    return factor_vae_score(r.dataset, r.represent, num_train=n["votes_train"],
+                            num_eval=n["votes_eval"], num_variance_estimate=n["variance_samples"],
+                            balanced_votes=r.protocol["balanced_votes"], seed=r.seed,
+                            sampling=r.sampling).eval_accuracy
+
+
+# not in the paper's table 1: a column only on request
+@register_metric("beta_vae", display="BetaVAE score", needs=("dataset",), column=False)
+def _beta_vae_in_evaluate(r) -> float:
+    return beta_vae_score(r.dataset, r.represent, num_train=r.sizes["votes_train"],
+                          num_eval=r.sizes["votes_eval"], seed=r.seed,
+                          sampling=r.sampling).eval_accuracy

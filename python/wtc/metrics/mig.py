@@ -13,6 +13,7 @@ from wtc.metrics._utils import (
     entropies,
     mutual_information,
 )
+from wtc.metrics.registry import register_metric
 
 
 class MIGResult(NamedTuple):
@@ -44,3 +45,8 @@ def mig_from_mutual_information(m: np.ndarray, factors: np.ndarray) -> MIGResult
     defined = np.isfinite(gaps)
     score = float(gaps[defined].mean()) if defined.any() else float("nan")
     return MIGResult(score, gaps, m)
+
+
+@register_metric("mig", display="MIG", needs=("train",), default=True)
+def _mig_in_evaluate(r) -> float:
+    return mig_from_mutual_information(r.train_mutual_information(), r.train_factors).score

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from wtc.metrics._utils import as_codes, as_factors, discretize, mutual_information
+from wtc.metrics.registry import register_metric
 
 
 class ModularityResult(NamedTuple):
@@ -80,3 +81,16 @@ def modularity_explicitness(train_codes, train_factors, test_codes, test_factors
     per_code = modularity_score(mi)
     exp_train, exp_test = explicitness(ztr, ytr, zte, yte, seed=seed)
     return ModularityResult(float(per_code.mean()), exp_train, exp_test, per_code, mi)
+
+
+# -- in evaluate: the repeat's shared train (and test) codes ------------------------------------
+
+@register_metric("modularity", display="Modularity", needs=("train",), default=True)
+def _modularity_in_evaluate(r) -> float:
+    return modularity_score(r.train_mutual_information()).mean()
+
+
+@register_metric("explicitness", display="Explicitness", needs=("train", "test"), column=False)
+def _explicitness_in_evaluate(r) -> float:
+    return explicitness(r.train_codes, r.train_factors, r.test_codes, r.test_factors,
+                        seed=r.seed)[1]

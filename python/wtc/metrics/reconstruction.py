@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wtc.metrics.registry import register_metric
 from wtc.representation import model_device
 
 
@@ -24,3 +25,9 @@ def reconstruction_error(model, dataset, num_samples: int = 2048, seed: int = 0,
         logits = model.decoder(model.represent(x))
         total += F.binary_cross_entropy_with_logits(logits, x, reduction="sum").item()
     return total / num_samples
+
+
+@register_metric("reconstruction", display="Reconstruction", needs=("model",),
+                 lower_is_better=True, digits=1, default=True)
+def _reconstruction_in_evaluate(r) -> float:
+    return reconstruction_error(r.model, r.dataset, num_samples=r.sizes["num_test"], seed=r.seed)

@@ -1,4 +1,4 @@
-"""The random draws of the two protocols.
+"""The random draws of the two protocols, as one :class:`Sampler` per evaluation.
 
 ``numpy`` (the paper protocol, and the default): a ``numpy.random.Generator`` and vectorised
 draws. ``dlib``: disentanglement_lib's draws in its order from one legacy ``RandomState(seed)``,
@@ -9,13 +9,16 @@ same stream), FactorVAE votes one at a time (``randint(K)``, then 64 factor rows
 then come in large batches: their draws only depend on the factors, for every data set whose
 observations are a function of its factors (all here but SmallNORB, whose image among those
 sharing the factors is picked by its own generator).
+
+``make_sampler(sampling, seed)`` gives the sampler every metric that samples uses: its factor
+draws (``factors``, ``code_factors``, ``vote_factors``, ``beta_vae_factors``) and the generator of
+the observations (``obs_rng``). The ``dlib_*`` functions are disentanglement_lib's loops.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SAMPLINGS = ("numpy", "dlib")
 
 
 def check_sampling(sampling: str) -> None:
@@ -72,3 +75,114 @@ def dlib_beta_vae_factors(dataset, num_points: int, batch_size: int,
         b[:, k] = a[:, k]
         f1[i], f2[i], ks[i] = a, b, k
     return f1.reshape(-1, K), f2.reshape(-1, K), ks
+
+
+class Sampler:
+    """The draws of one evaluation from ``seed``. Subclasses draw the factor rows; the
+    observations of those rows come from ``obs_rng``. Every method advances the same streams,
+    so the order of the calls is part of the result."""
+
+    name = ""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def check_votes(self, balanced: bool) -> None:
+        """Raise ValueError if :meth:`vote_factors` cannot draw votes so (balanced or not)."""
+
+    def factors(self, dataset, n: int) -> np.ndarray:
+        """(n, K) factor rows (FactorVAE's variance sample)."""
+        raise NotImplementedError
+
+    def code_factors(self, dataset, n: int) -> np.ndarray:
+        """(n, K) factor rows of the code-based metrics' train or test sample."""
+        return self.factors(dataset, n)
+
+    def vote_factors(self, dataset, num_votes: int, batch_size: int, balanced: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """FactorVAE votes: (num_votes * batch_size, K) rows with one factor fixed per vote, and
+        the (num_votes,) fixed factors."""
+        raise NotImplementedError
+
+    def beta_vae_factors(self, dataset, num_points: int, batch_size: int):
+        """BetaVAE points: factors1, factors2 (num_points * batch_size, K), the second taking
+        the first's value of the point's factor, and the (num_points,) factors."""
+        raise NotImplementedError
+
+
+class NumpySampler(Sampler):
+    """Vectorised draws from one ``numpy.random.Generator`` that the observations share."""
+
+    name = "numpy"
+
+    def __init__(self, seed: int):
+        super().__init__(seed)
+        self.rng = self.obs_rng = np.random.default_rng(self.seed)
+
+    def factors(self, dataset, n):
+        return dataset.sample_factors(n, self.rng)
+
+    def vote_factors(self, dataset, num_votes, batch_size, balanced=False):
+        rng, K = self.rng, dataset.num_factors
+        if balanced:  # votes spread evenly over the factors (the WTC authors' protocol)
+            ks = np.resize(np.arange(K), num_votes)
+            rng.shuffle(ks)
+        else:  # a random factor per vote (disentanglement_lib)
+            ks = rng.integers(0, K, num_votes)
+        factors = dataset.sample_factors(num_votes * batch_size, rng)
+        factors = factors.reshape(num_votes, batch_size, K)
+        votes = np.arange(num_votes)
+        factors[votes, :, ks] = factors[votes, 0, ks][:, None]
+        return factors.reshape(-1, K), ks
+
+    def beta_vae_factors(self, dataset, num_points, batch_size):
+        rng, K = self.rng, dataset.num_factors
+        ks = rng.integers(0, K, num_points)
+        f1 = dataset.sample_factors(num_points * batch_size, rng)
+        f1 = f1.reshape(num_points, batch_size, K)
+        f2 = dataset.sample_factors(num_points * batch_size, rng)
+        f2 = f2.reshape(num_points, batch_size, K)
+        rows = np.arange(num_points)
+        f2[rows, :, ks] = f1[rows, :, ks]
+        return f1.reshape(-1, K), f2.reshape(-1, K), ks
+
+
+class DlibSampler(Sampler):
+    """disentanglement_lib's loops on one legacy ``RandomState(seed)``. The observations get
+    their own generator: their draws depend only on the factors (module docstring), so they
+    must not consume the factors' stream."""
+
+    name = "dlib"
+
+    def __init__(self, seed: int):
+        super().__init__(seed)
+        self.rng = np.random.RandomState(self.seed)
+        self.obs_rng = np.random.default_rng(self.seed)
+
+    def factors(self, dataset, n):
+        return dlib_sample_factors(dataset, n, self.rng)
+
+    def code_factors(self, dataset, n):
+        return dlib_factor_batches(dataset, n, self.rng)
+
+    def check_votes(self, balanced):
+        if balanced:  # disentanglement_lib draws a random factor per vote
+            raise ValueError("balanced_votes: disentanglement_lib's sampling draws a random "
+                             "factor per vote; pass balanced_votes=False with sampling='dlib'")
+
+    def vote_factors(self, dataset, num_votes, batch_size, balanced=False):
+        self.check_votes(balanced)
+        return dlib_vote_factors(dataset, num_votes, batch_size, self.rng)
+
+    def beta_vae_factors(self, dataset, num_points, batch_size):
+        return dlib_beta_vae_factors(dataset, num_points, batch_size, self.rng)
+
+
+SAMPLERS = {"numpy": NumpySampler, "dlib": DlibSampler}
+SAMPLINGS = tuple(SAMPLERS)
+
+
+def make_sampler(sampling: str, seed: int) -> Sampler:
+    """The sampler of ``sampling`` ("numpy" or "dlib") seeded with ``seed``."""
+    check_sampling(sampling)
+    return SAMPLERS[sampling](seed)

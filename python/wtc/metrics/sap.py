@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from wtc.metrics._utils import as_codes, as_factors
+from wtc.metrics.registry import register_metric
 
 
 class SAPResult(NamedTuple):
@@ -49,3 +50,8 @@ def sap(train_codes, train_factors, test_codes=None, test_factors=None,
                 S[i, k] = np.mean(clf.predict(zte[:, i:i + 1]) == yte[:, k])
     top = np.sort(S, axis=0)[::-1]
     return SAPResult(float(np.mean(top[0] - top[1])), S)
+
+
+@register_metric("sap", display="SAP", needs=("train", "test"), column=False)
+def _sap_in_evaluate(r) -> float:
+    return sap(r.train_codes, r.train_factors, r.test_codes, r.test_factors).score

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import wtc_ext
-from wtc_ext.ops import _as_labels
+from wtc.metrics.registry import register_metric
 
 VARIANTS = ("paper", "exact")
 
@@ -72,6 +72,22 @@ def _as_factors(factors, n: int, device) -> torch.Tensor:
     return y.to(device=device, dtype=torch.int64)
 
 
+def _classes(y: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(N, K) class indices for the kernel and the number of classes C. A class is the value
+    minus the factor's minimum: values missing in between are empty classes, NaN in W, which the
+    means over classes skip, and finding which values occur is saved. A range too wide for that
+    (more than 4 N + 1024 values) gets the ranks of the distinct values instead."""
+    n, K = y.shape
+    if K == 0:
+        return y.contiguous(), 1
+    low, high = torch.aminmax(y, dim=0)
+    span = int((high - low).max()) + 1
+    if span <= 4 * n + 1024:
+        return (y - low).contiguous(), span
+    ranks = [torch.unique(y[:, k], return_inverse=True) for k in range(K)]
+    return torch.stack([r[1] for r in ranks], 1).contiguous(), max(r[0].numel() for r in ranks)
+
+
 def scale_by_range(z: torch.Tensor) -> torch.Tensor:
     """Each column divided by its range (max - min), not centred; constant columns unchanged."""
     span = z.max(0).values - z.min(0).values
@@ -97,16 +113,17 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
         raise ValueError(f"wdg: variant must be one of {VARIANTS}, got {variant!r}")
     z = _as_codes(codes)  # (N, d)
     y = _as_factors(factors, z.shape[0], z.device)
-    # Classes by value - minimum: absent values are NaN columns, which the means skip.
-    classes, counts = _as_labels(y, z.shape[0], z.device, ranks=False)
+    classes, num_classes = _classes(y)
     # (d, K, C), NaN for absent classes. Dividing a column by its range divides its distances by
     # it. The paper's permuted reference is permute_dims's (permuted_reference's), drawn in the
-    # kernel; its sorted order is z's, so each column is sorted once in all.
+    # kernel; its sorted order is z's, so each column is sorted once in all. The registered op
+    # (public, torch.ops.wtc_ext) takes the classes as they are; wtc_ext.conditional_wasserstein
+    # would rank them first.
     generator = None
     if variant == "paper":
         generator = torch.Generator(device=z.device).manual_seed(int(seed))
     W = torch.ops.wtc_ext.conditional_wasserstein.default(
-        z, classes, None, None, max(counts, default=1) or 1, variant == "paper", generator, True)
+        z, classes, None, None, num_classes, variant == "paper", generator, True)
     matrix = torch.nanmean(W, dim=2)  # (d, K)
     top2 = matrix.topk(2, dim=0).values  # (2, K)
     gaps = top2[0] - top2[1]
@@ -115,3 +132,8 @@ def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
     valid = torch.isfinite(gaps) & (gaps > 0)
     score = gaps[valid].mean().item() if bool(valid.any()) else float("nan")
     return WDGResult(score, gaps.cpu().numpy(), matrix.cpu().numpy())
+
+
+@register_metric("wdg", display="WDG", needs=("train",), default=True)
+def _wdg_in_evaluate(r) -> float:
+    return wdg(r.train_codes, r.train_factors, variant="paper", seed=r.seed).score
