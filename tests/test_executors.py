@@ -165,7 +165,7 @@ def test_preempted_and_killed_jobs_resume_to_an_uninterrupted_runs_parameters(tm
     # SIGTERM as the preemption signal (Slurm's is USR2 by default; sites may use TERM)
     monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "TERM")
     sweep = tmp_path / "sweep"
-    reference, preempted, killed = (make_run(sweep, name, seed=5, steps=60)
+    reference, preempted, killed = (make_run(sweep, name, seed=5, steps=40)
                                     for name in ("reference", "preempted", "killed"))
     executor = SlurmExecutor(tmp_path / "submitit", cluster="local", time="00:10:00")
     executor.submit([reference, preempted, killed], EVALUATION)
@@ -180,6 +180,7 @@ def test_preempted_and_killed_jobs_resume_to_an_uninterrupted_runs_parameters(tm
     assert outcomes[str(preempted)]["outcome"] == "evaluated"
     record = read_job(preempted)
     assert record["attempt"] == 2 and record["state"] == "evaluated"
+    assert record["resumed_from"] >= 10  # from its checkpoint, not from scratch
     assert isinstance(outcomes[str(killed)], Exception)
     assert read_job(killed)["state"] == "running"  # what it said before it died
     assert run_status(killed, EVALUATION)["state"] == "interrupted"
@@ -187,9 +188,9 @@ def test_preempted_and_killed_jobs_resume_to_an_uninterrupted_runs_parameters(tm
     again = SlurmExecutor(tmp_path / "submitit", cluster="local", time="00:10:00")
     again.submit([killed], EVALUATION)
     assert again.wait(timeout=300)[str(killed)]["outcome"] == "evaluated"
-    assert read_job(killed)["attempt"] == 2
+    assert read_job(killed)["attempt"] == 2 and read_job(killed)["resumed_from"] >= 10
     for run_dir in (preempted, killed):
-        assert logged_steps(run_dir)[-1] == 60
+        assert logged_steps(run_dir)[-1] == 40
         assert_same_parameters(reference, run_dir)
     assert json.loads((preempted / EVAL).read_text())["metrics"] == \
         json.loads((reference / EVAL).read_text())["metrics"]
@@ -216,7 +217,7 @@ def test_ray_local_cluster_runs_a_sweep_and_retries_a_dead_task(tmp_path):
     for run_dir in [*runs, victim]:
         assert outcomes[str(run_dir)]["outcome"] == "evaluated", outcomes[str(run_dir)]
         assert read_job(run_dir)["state"] == "evaluated"
-    assert read_job(victim)["attempt"] == 2
+    assert read_job(victim)["attempt"] == 2 and read_job(victim)["resumed_from"] >= 10
     assert logged_steps(runs[0]) == [10, 20, 30]
     assert logged_steps(victim)[-1] == 60
     assert status_table(sweep, EVALUATION)["counts"] == {"evaluated": 3}

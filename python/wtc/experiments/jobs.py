@@ -11,12 +11,14 @@ job continues where the last one stopped.
     pending    the sweep created the run folder; nothing submitted yet
     submitted  executor, job_id, submitted (time), submit_host, submit_pid; requeued: true
                when a preempted/timed-out job put itself back in the queue
-    running    host, pid, started (time), attempt (1, 2, ... one per start of the job)
+    running    host, pid, started (time), attempt (1, 2, ... one per start of the job),
+               resumed_from (the checkpoint's step, when it resumed one)
     trained    train_seconds
     evaluated  train_seconds, eval_seconds, finished (time)
     failed     reason (one line), traceback (its last lines), failed (time)
 
-``executor`` and ``job_id`` are kept from state to state, and every record has ``updated``.
+``executor``, ``job_id``, ``submitted`` and ``attempt`` are kept from state to state (``host``,
+``pid``, ``started`` from running on), and every record has ``updated``.
 The files themselves (result.json, eval.json) decide whether a run is finished; job.json says
 who is working on it and what went wrong.
 
@@ -59,8 +61,10 @@ JOB = "job.json"
 JOB_LOCK = ".job.lock"  # guards read-modify-write of job.json (held for microseconds)
 FORMAT = "wtc-job-v1"
 STATES = ("pending", "submitted", "running", "trained", "evaluated", "failed")
-# Fields that identify the job working on a run; kept from one state to the next.
+# Fields that identify the job working on a run; kept from one state to the next (where it
+# ran only until the run is submitted again).
 _KEPT = ("executor", "job_id", "submitted", "attempt")
+_WHERE = ("host", "pid", "started")
 
 
 class RunBusy(RuntimeError):
@@ -152,7 +156,8 @@ def update_job(run_dir, state: str | None = None, *, when=None, **fields) -> dic
         if when is not None and not when(old):
             return None
         record = {"format": FORMAT}
-        record.update({k: old[k] for k in _KEPT if old and k in old})
+        kept = _KEPT + (_WHERE if state not in ("pending", "submitted") else ())
+        record.update({k: old[k] for k in kept if old and k in old})
         record["state"] = state if state is not None else (old or {}).get("state", "pending")
         record.update(fields)
         record["updated"] = _now()
@@ -274,13 +279,16 @@ def run_job(run_dir, evaluation: dict, *, executor: str | None = None,
             config.device = device
         train_seconds = float(previous.get("train_seconds", 0.0))
         if not is_trained(run_dir, config.steps):
-            from wtc.train import train
+            from wtc.train import Trainer
 
             t0 = time.perf_counter()
             resume = (run_dir / CHECKPOINT).exists()
             # no checkpoint: new, or killed before its first one; nothing to keep (the
             # sweep's config.json is rewritten unchanged)
-            train(config, run_dir, resume=resume, overwrite=not resume)
+            trainer = Trainer(config, run_dir, resume=resume, overwrite=not resume)
+            if trainer.resume_state is not None:
+                update_job(run_dir, "running", resumed_from=int(trainer.resume_state["step"]))
+            trainer.run()
             train_seconds = time.perf_counter() - t0
             out["trained"] = True
         update_job(run_dir, "trained", train_seconds=train_seconds)
