@@ -64,7 +64,7 @@ STATES = ("pending", "submitted", "running", "trained", "evaluated", "failed")
 # Fields that identify the job working on a run; kept from one state to the next (where it
 # ran only until the run is submitted again).
 _KEPT = ("executor", "job_id", "submitted", "attempt")
-_WHERE = ("host", "pid", "started")
+_WHERE = ("host", "pid", "started", "resumed_from")
 
 
 class RunBusy(RuntimeError):
@@ -273,7 +273,8 @@ def run_job(run_dir, evaluation: dict, *, executor: str | None = None,
         if job_id:
             identity["job_id"] = str(job_id)
         update_job(run_dir, "running", host=socket.gethostname(), pid=os.getpid(),
-                   started=_now(), attempt=int(previous.get("attempt", 0)) + 1, **identity)
+                   started=_now(), attempt=int(previous.get("attempt", 0)) + 1,
+                   resumed_from=None, **identity)
         config = read_config(run_dir)
         if device:
             config.device = device
