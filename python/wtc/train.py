@@ -101,9 +101,10 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def build_model(config: TrainConfig, dataset) -> models.DisentanglingModel:
-    extra = {}
-    if config.model == "beta-tcvae":
-        extra = {"dataset_size": len(dataset), "estimator": config.estimator}
+    # What the model declares it needs: TrainConfig fields and facts of the data set.
+    cls = models.model_class(config.model)
+    extra = {name: getattr(config, name) for name in cls.config_options}
+    extra.update(cls.options_from_dataset(dataset))
     return models.build(config.model, in_channels=dataset.channels,
                         latent_dim=config.latent_dim, **config.strengths(), **extra)
 

@@ -30,15 +30,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wtc.models import MODELS
+# Views of the model registry, declared by each model class: the strength each model's sweep
+# varies (the others, e.g. WTC-WAE's beta, stay at their defaults) and the paper's grid (table 4).
+from wtc.models import MODELS, PAPER_STRENGTHS, SWEPT
 
-# The strength each model's sweep varies; the other (WTC-WAE's beta) stays at its default.
-SWEPT = {"beta-vae": "beta", "factor-vae": "gamma", "beta-tcvae": "beta", "wtc-vae": "gamma",
-         "wae": "beta", "wtc-wae": "gamma"}
-# The paper's table 4.
-PAPER_STRENGTHS = {"beta-vae": [1.0, 4.0, 8.0, 16.0], "factor-vae": [10.0, 20.0, 40.0, 80.0],
-                   "beta-tcvae": [1.0, 4.0, 8.0, 16.0], "wtc-vae": [10.0, 20.0, 40.0, 80.0],
-                   "wae": [1.0, 4.0, 8.0, 16.0], "wtc-wae": [10.0, 20.0, 40.0, 80.0]}
 PAPER_SEEDS = [1, 11, 42, 73, 89]
 DEFAULT_METRICS = ["factor_vae", "wdg", "modularity", "mig", "reconstruction"]
 
