@@ -491,3 +491,18 @@ def test_a_sweep_with_an_axis_trains_each_run_from_its_config_file(tmp_path):
         assert config["latent_dim"] == dim and config["progress"] is False
         assert "--config" in (out / run.id / "sweep.log").read_text()
         assert run_state(spec, out / run.id) == "done"
+
+
+def test_command_line_sets_train_fields_of_a_spec(tmp_path, capsys):
+    from wtc.experiments.spec import parse_assignments
+
+    values = parse_assignments(["latent_dim=6", "estimator=mws", "adam_betas=[0.5, 0.9]"])
+    assert values == {"latent_dim": 6, "estimator": "mws", "adam_betas": [0.5, 0.9]}
+    spec = override(from_dict({"models": ["wae"], "train": {"eval_samples": 64}}), train=values)
+    assert spec.train == {"eval_samples": 64, **values}
+    with pytest.raises(SpecError, match="FIELD=VALUE"):
+        parse_assignments(["latent_dim"])
+    out = tmp_path / "sweep"
+    assert cli(["sweep", "mini", "--out", str(out), "--train", "latent_dim=0"]) == 2
+    assert "latent_dim must be >= 1" in capsys.readouterr().err
+    assert not out.exists()

@@ -128,11 +128,12 @@ def _cmd_sweep(args) -> int:
     import signal
 
     from wtc.experiments import SpecError, SweepError, load_spec, run_sweep
-    from wtc.experiments.spec import override
+    from wtc.experiments.spec import override, parse_assignments
 
     try:
         spec = override(load_spec(args.spec), data=args.data, models=args.models,
-                        seeds=args.seeds, steps=args.steps, data_root=args.data_root)
+                        seeds=args.seeds, steps=args.steps, data_root=args.data_root,
+                        train=parse_assignments(args.train))
     except SpecError as err:
         print(f"wtc sweep: {err}", file=sys.stderr)
         return 2
@@ -244,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override the spec's seeds")
     sw.add_argument("--steps", type=int, default=None, help="override the spec's steps")
     sw.add_argument("--data-root", default=None, help="where the data sets' files are")
+    sw.add_argument("--train", action="append", metavar="FIELD=VALUE", default=None,
+                    help="set a TrainConfig field for every run, as the spec's [train] does "
+                         "(VALUE read as JSON, else text), e.g. --train latent_dim=6; "
+                         "repeatable")
     sw.set_defaults(run=_cmd_sweep)
 
     rp = sub.add_parser("report", help="table 1 and figures 2-7 of a sweep folder")

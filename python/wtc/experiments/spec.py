@@ -326,6 +326,23 @@ def spec_from_json(raw: dict) -> SweepSpec:
     return SweepSpec(**raw, eval=ev)
 
 
+def parse_assignments(items, option: str = "--train") -> dict | None:
+    """``["latent_dim=6", "adam_betas=[0.5, 0.9]"]`` -> ``{"latent_dim": 6, ...}``: each value
+    read as JSON, else kept as text (``estimator=mws``); None when there are none."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"{option} takes FIELD=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key.strip()] = text
+    return out
+
+
 def override(spec: SweepSpec, **values) -> SweepSpec:
     """``spec`` with the given keys replaced (the command line's common case); ``None`` keeps
     a key as it is."""
