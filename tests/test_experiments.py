@@ -399,3 +399,110 @@ def test_a_checkout_imports_cleanly_from_its_root():
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "usage: wtc" in run.stdout
+
+
+# -- [train] and [axes]: any TrainConfig field, per spec and per axis ---------------------------
+
+def test_train_table_and_axes_expand_into_runs_and_their_config_files(tmp_path):
+    from wtc.experiments.sweep import run_config, train_command, write_run_config
+    from wtc.train import TrainConfig
+
+    path = tmp_path / "study.toml"
+    path.write_text('data = ["dsprites-procedural"]\nmodels = ["wtc-vae", "wtc-wae"]\n'
+                    'seeds = [1]\nsteps = 30\n[strengths]\nwtc-vae = [10]\nwtc-wae = [20]\n'
+                    '[fixed]\nwtc-wae = {beta = 2.0}\n'
+                    '[data_options.dsprites-procedural]\nstep = 4\n'
+                    '[train]\nlatent_dim = 6\nadam_betas = [0.5, 0.9]\n'
+                    '[axes]\nlr = [1e-4, 5e-4]\nadversary_steps = [1, 5]\n')
+    spec = load_spec(path)
+    runs = expand(spec)
+    assert [r.id for r in runs] == [
+        f"dsprites-procedural/{m}/gamma={g}/lr={lr}/adversary_steps={a}/seed=1"
+        for m, g in (("wtc-vae", 10), ("wtc-wae", 20))
+        for lr in ("0.0001", "0.0005") for a in (1, 5)]
+    run = runs[5]  # wtc-wae, lr 1e-4, 5 adversary steps
+    cfg = run_config(spec, run, "cpu")
+    assert (cfg.model, cfg.data, cfg.seed, cfg.steps, cfg.lr, cfg.adversary_steps) == (
+        "wtc-wae", "dsprites-procedural", 1, 30, 1e-4, 5)
+    assert (cfg.beta, cfg.gamma, cfg.latent_dim, cfg.adam_betas) == (2.0, 20.0, 6, (0.5, 0.9))
+    assert cfg.data_options == {"step": 4} and cfg.device == "cpu" and not cfg.progress
+    run_dir = tmp_path / "sweep" / run.id
+    run_dir.mkdir(parents=True)
+    written = write_run_config(spec, run, run_dir, "cpu")
+    assert written == run_dir / "config.json"
+    assert TrainConfig.from_file(written) == cfg
+    cmd = train_command(spec, run, run_dir, "cpu", "new")
+    assert cmd[1:] == ["-m", "wtc", "train", "--config", str(written), "--out", str(run_dir)]
+    assert train_command(spec, run, run_dir, "cpu", "resume")[-1] == "--resume"
+    assert train_command(spec, run, run_dir, "cpu", "restart")[-1] == "--overwrite"
+    # without [train] and [axes] the runs and their ids are as before
+    plain = from_dict({"data": ["dsprites-procedural"], "models": ["wae"], "seeds": [3],
+                       "strengths": {"wae": [8]}})
+    assert [r.id for r in expand(plain)] == ["dsprites-procedural/wae/beta=8/seed=3"]
+    assert run_config(plain, expand(plain)[0]).latent_dim == 10
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"train": {"lrr": 1.0}}, "unknown field 'lrr' in [train]"),
+    ({"train": {"model": "wae"}}, "train.model: the runs' models are the spec's models list"),
+    ({"train": {"steps": 5}}, "train.steps: set steps at the top level"),
+    ({"train": {"gamma": 5.0}}, "train.gamma: strengths are set in [strengths]"),
+    ({"train": {"latent_dim": "ten"}}, "train.latent_dim: latent_dim must be an integer"),
+    ({"train": {"latent_dim": 0}}, "latent_dim must be >= 1"),
+    ({"train": 3}, "train must be a table"),
+    ({"axes": {"steps": [1, 2]}}, "axes.steps: every run of a sweep trains the spec's steps"),
+    ({"axes": {"lr": []}}, "axes.lr must be a non-empty list"),
+    ({"axes": {"lr": [1e-4, 1e-4]}}, "axes.lr lists a value twice"),
+    ({"axes": {"lr": [0.1000001, 0.1000002]}}, "two runs share a folder name"),
+    ({"axes": {"data_options": [{"step": 2}]}}, "axes.data_options: set data options"),
+    ({"axes": {"seed": [1]}}, "axes.seed: the runs' seeds are the spec's seeds list"),
+    ({"train": {"lr": 1e-3}}, "train.lr: set lr at the top level"),
+    ({"train": {"eval_samples": 8}, "axes": {"eval_samples": [4]}}, "set in [train] too"),
+])
+def test_bad_train_and_axes_tables_name_the_field(raw, message):
+    with pytest.raises(SpecError) as err:
+        from_dict({"models": ["wae"], **raw})
+    assert message in str(err.value)
+
+
+def test_a_sweep_record_of_an_older_wtc_is_the_same_spec(tmp_path):
+    spec = from_dict({"preset": "mini", "models": ["wae"]})
+    record = spec.to_json()
+    del record["train"], record["axes"]  # written before those keys existed
+    (tmp_path / "sweep.json").write_text(json.dumps({"format": FORMAT, "spec": record}))
+    prepare(spec, tmp_path)
+
+
+def test_a_sweep_with_an_axis_trains_each_run_from_its_config_file(tmp_path):
+    from wtc.experiments import run_sweep
+
+    spec = from_dict({"name": "axis", "data": ["dsprites-procedural"],
+                      "data_options": {"dsprites-procedural": {"step": 4}},
+                      "models": ["wae"], "seeds": [1], "steps": 2, "checkpoint_every": 1,
+                      "strengths": {"wae": [1.0]}, "axes": {"latent_dim": [4, 6]},
+                      "eval": {"repeats": 1, "metrics": ["wdg"],
+                               "sizes": {"num_train": 300, "num_test": 100}}})
+    out = tmp_path / "sweep"
+    result = run_sweep(spec, out, jobs=1, echo=lambda *a: None)
+    assert result.ok and len(result.finished) == 2
+    for run, dim in zip(expand(spec), (4, 6)):
+        assert run.id.endswith(f"/latent_dim={dim}/seed=1")
+        config = json.loads((out / run.id / "config.json").read_text())
+        assert config["latent_dim"] == dim and config["progress"] is False
+        assert "--config" in (out / run.id / "sweep.log").read_text()
+        assert run_state(spec, out / run.id) == "done"
+
+
+def test_command_line_sets_train_fields_of_a_spec(tmp_path, capsys):
+    from wtc.experiments.spec import parse_assignments
+
+    values = parse_assignments(["latent_dim=6", "estimator=mws", "adam_betas=[0.5, 0.9]"])
+    assert values == {"latent_dim": 6, "estimator": "mws", "adam_betas": [0.5, 0.9]}
+    spec = override(from_dict({"models": ["wae"], "train": {"eval_samples": 64}}), train=values)
+    assert spec.train == {"eval_samples": 64, **values}
+    with pytest.raises(SpecError, match="FIELD=VALUE"):
+        parse_assignments(["latent_dim"])
+    out = tmp_path / "sweep"
+    assert cli(["sweep", "mini", "--out", str(out), "--train", "latent_dim=0"]) == 2
+    assert "latent_dim must be >= 1" in capsys.readouterr().err
+    assert not out.exists()

@@ -111,3 +111,76 @@ def test_wtc_critic_estimate_grows_when_codes_are_dependent():
         return torch.cat([s.expand(256, 5), torch.randn(256, 5)], 1) + 0.05 * torch.randn(256, 10)
 
     assert train_critic(dependent) > independent + 0.3
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+def test_registry_derives_the_lists_of_table_4():
+    from wtc.experiments import spec
+
+    assert dict(models.MODELS) == {
+        "beta-vae": {"beta": 4.0}, "factor-vae": {"gamma": 10.0}, "beta-tcvae": {"beta": 4.0},
+        "wtc-vae": {"gamma": 10.0}, "wae": {"beta": 1.0}, "wtc-wae": {"beta": 1.0, "gamma": 10.0}}
+    assert dict(spec.SWEPT) == {"beta-vae": "beta", "factor-vae": "gamma", "beta-tcvae": "beta",
+                                "wtc-vae": "gamma", "wae": "beta", "wtc-wae": "gamma"}
+    beta, gamma = [1.0, 4.0, 8.0, 16.0], [10.0, 20.0, 40.0, 80.0]
+    assert dict(spec.PAPER_STRENGTHS) == {"beta-vae": beta, "factor-vae": gamma,
+                                          "beta-tcvae": beta, "wtc-vae": gamma, "wae": beta,
+                                          "wtc-wae": gamma}
+    assert models._CLASSES["wtc-vae"] is models.WTCVAE
+    assert models.BetaTCVAE.config_options == ("estimator",)
+
+
+class _Sized:  # a stand-in data set: what build_model reads of one
+    channels = 3
+
+    def __len__(self):
+        return 500
+
+
+def test_a_model_registered_from_outside_is_everywhere(capsys):
+    from wtc.cli import main as wtc_main
+    from wtc.experiments import spec
+    from wtc.train import TrainConfig, build_model
+
+    @models.register
+    class TinyVAE(models.BetaVAE):  # declared once, here: nothing else in wtc names it
+        name = "tiny-vae"
+        defaults = {"beta": 2.0}  # noqa: RUF012
+        swept = "beta"
+        paper_grid = (1.0, 2.0)
+
+        @classmethod
+        def options_from_dataset(cls, dataset):
+            return {"size": len(dataset)}
+
+        def __init__(self, in_channels=1, latent_dim=10, size=0, **strengths):
+            super().__init__(in_channels, latent_dim, **strengths)
+            self.size = size
+
+    try:
+        assert models.MODELS["tiny-vae"] == {"beta": 2.0}
+        assert spec.SWEPT["tiny-vae"] == "beta"
+        assert spec.PAPER_STRENGTHS["tiny-vae"] == [1.0, 2.0]
+        assert models.build("tiny-vae", beta=3).strengths == {"beta": 3.0}
+        model = build_model(TrainConfig(model="tiny-vae", latent_dim=4), _Sized())
+        assert isinstance(model, TinyVAE) and model.size == 500 and model.in_channels == 3
+        assert spec.SweepSpec().strength_values("tiny-vae") == [1.0, 2.0]
+        with pytest.raises(SystemExit):
+            wtc_main(["train", "--help"])
+        assert "tiny-vae" in capsys.readouterr().out
+        with pytest.raises(ValueError, match="registered already"):
+            models.register(type("Other", (models.BetaVAE,), {"name": "tiny-vae"}))
+    finally:
+        models.unregister("tiny-vae")
+    assert "tiny-vae" not in models.MODELS
+
+
+def test_registering_checks_the_declarations():
+    with pytest.raises(ValueError, match="must declare its name"):
+        models.register(type("Nameless", (models.BetaVAE,), {"name": ""}))
+    with pytest.raises(ValueError, match="swept must be one of its strengths"):
+        models.register(type("Bad", (models.BetaVAE,), {"name": "bad", "swept": "gamma"}))
+    with pytest.raises(TypeError, match="DisentanglingModel subclass"):
+        models.register(int)
+    assert "bad" not in models.MODELS

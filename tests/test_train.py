@@ -192,3 +192,81 @@ def test_tensorboard_gets_every_logged_term_when_installed(tmp_path, monkeypatch
     events.clear()
     train(config(model="wtc-vae", steps=2, tensorboard=False), tmp_path / "off")
     assert events == []
+
+
+# -- one config file, two views: config.json and the flags --------------------------------------
+
+def test_config_file_round_trip_and_flags_over_it(tmp_path, capsys):
+    from wtc.cli import build_parser
+    from wtc.train import config_from_args
+
+    cfg = config(model="wtc-vae", steps=4, checkpoint_every=2, latent_dim=6, lr=3e-4,
+                 adam_betas=(0.5, 0.9), adversary_steps=2, eval_samples=32, tensorboard=False)
+    train(cfg, tmp_path / "api")
+    path = tmp_path / "api" / "config.json"
+    back = TrainConfig.from_file(path)
+    assert back.to_json() == json.loads(path.read_text())
+    assert json.loads(json.dumps(back.to_json())) == json.loads(json.dumps(cfg.to_json()))
+    assert back.adam_betas == (0.5, 0.9)
+
+    args = build_parser().parse_args(["train", "--config", str(path), "--lr", "0.001",
+                                      "--no-tensorboard", "--out", "x"])
+    over = config_from_args(args, back)
+    assert over.lr == 0.001 and over.latent_dim == 6 and over.adam_betas == (0.5, 0.9)
+
+    # the same config given to wtc train trains the same run, bit for bit
+    assert wtc_main(["train", "--config", str(path), "--out", str(tmp_path / "cli")]) == 0
+    assert read_log(tmp_path / "cli") == read_log(tmp_path / "api")
+    # and a config.json read back resumes its own run (the resume check passes)
+    assert wtc_main(["train", "--config", str(path), "--steps", "6", "--resume",
+                     "--out", str(tmp_path / "cli")]) == 0
+    assert sorted(read_log(tmp_path / "cli")) == list(range(1, 7))
+    # a flag that changes the run is refused on resume, naming the field
+    assert wtc_main(["train", "--config", str(path), "--latent-dim", "5", "--steps", "8",
+                     "--resume", "--out", str(tmp_path / "cli")]) == 2
+    assert "latent_dim" in capsys.readouterr().err
+
+
+def test_every_config_field_is_a_flag_with_its_default():
+    import dataclasses
+
+    from wtc.cli import build_parser
+    from wtc.train import config_from_args
+
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    helps = {s: a.help for a in train_parser._actions for s in a.option_strings}
+    samples = {"str": "x", "int": 7, "float": 0.25, "bool": False}
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in helps, f.name
+        assert "(default: " in helps[flag], f.name
+        kind, _ = TrainConfig.field_kind(f.name)
+        if kind == "bool":
+            argv, want = ["--no-" + flag[2:]], False
+        elif kind == "tuple":
+            argv, want = [flag, "0.5", "0.75"], (0.5, 0.75)
+        elif kind == "dict":
+            argv, want = [flag, '{"step": 2}'], {"step": 2}
+        else:
+            argv, want = [flag, str(samples[kind])], samples[kind]
+        args = parser.parse_args(["train", *argv, "--out", "x"])
+        assert getattr(config_from_args(args), f.name) == want, f.name
+
+
+def test_bad_config_files_name_the_field(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown field 'lrr'"):
+        TrainConfig.from_json({"lrr": 1e-3})
+    with pytest.raises(ValueError, match="lr must be a number"):
+        TrainConfig.from_json({"lr": "fast"})
+    with pytest.raises(ValueError, match="latent_dim must be >= 1"):
+        TrainConfig(latent_dim=0).validate()
+    with pytest.raises(ValueError, match="estimator must be one of mss, mws"):
+        TrainConfig(estimator="exact").validate()
+    path = tmp_path / "run.json"
+    path.write_text('{"model": "beta-vae", "steps": "many"}')
+    assert wtc_main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert "steps must be an integer" in capsys.readouterr().err
+    path.write_text("{")
+    assert wtc_main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err

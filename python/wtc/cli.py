@@ -47,16 +47,17 @@ def _cmd_data(args) -> int:
 
 def _cmd_train(args) -> int:
     from wtc.data import DataSetError
-    from wtc.train import TrainConfig, TrainingError, train
+    from wtc.train import TrainConfig, TrainingError, config_from_args, train
 
-    config = TrainConfig(model=args.model, data=args.data, data_root=args.data_root,
-                         data_options=_data_options(args),
-                         beta=args.beta, gamma=args.gamma, steps=args.steps,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         device=args.device,
-                         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                         progress=not args.quiet)
     try:
+        # --config's file, then every flag given over it: two views of the same fields
+        base = TrainConfig.from_file(args.config) if args.config else None
+        config = config_from_args(args, base)
+        options = _data_options(args)
+        if options:
+            config.data_options = {**config.data_options, **options}
+        if args.quiet:
+            config.progress = False
         result = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, TrainingError, DataSetError) as err:
         print(f"wtc train: {err}", file=sys.stderr)
@@ -130,11 +131,12 @@ def _cmd_sweep(args) -> int:
     import signal
 
     from wtc.experiments import SpecError, SweepError, load_spec, run_sweep
-    from wtc.experiments.spec import override
+    from wtc.experiments.spec import override, parse_assignments
 
     try:
         spec = override(load_spec(args.spec), data=args.data, models=args.models,
-                        seeds=args.seeds, steps=args.steps, data_root=args.data_root)
+                        seeds=args.seeds, steps=args.steps, data_root=args.data_root,
+                        train=parse_assignments(args.train))
     except SpecError as err:
         print(f"wtc sweep: {err}", file=sys.stderr)
         return 2
@@ -195,25 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(run=_cmd_data)
 
     from wtc.models import MODELS
+    from wtc.train import add_config_arguments
 
-    tr = sub.add_parser("train", help="train one of the six models")
-    tr.add_argument("--model", required=True, help=", ".join(MODELS))
-    tr.add_argument("--data", required=True, help="a data set name (see `wtc data`)")
-    tr.add_argument("--data-root", default=None)
+    tr = sub.add_parser("train", help=f"train a model ({', '.join(MODELS)})",
+                        description="Train one run. Its settings are TrainConfig's fields: "
+                                    "from --config (a run's config.json), then each flag given.")
+    tr.add_argument("--config", default=None, metavar="CONFIG.json",
+                    help="start from this TrainConfig JSON (e.g. a run's config.json); flags "
+                         "given as well override its values")
+    add_config_arguments(tr)  # one flag per TrainConfig field
     _add_data_options(tr)
-    tr.add_argument("--beta", type=float, default=None)
-    tr.add_argument("--gamma", type=float, default=None)
-    tr.add_argument("--steps", type=int, default=300_000)
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate, every network")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--device", default=None, help="default: cuda if present, else cpu")
-    tr.add_argument("--checkpoint-every", type=int, default=10_000)
-    tr.add_argument("--log-every", type=int, default=100)
     tr.add_argument("--out", required=True, help="the run's folder")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar (--no-progress)")
     tr.set_defaults(run=_cmd_train)
 
     tv = sub.add_parser("traverse", help="latent traversals of a trained run")
@@ -255,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override the spec's seeds")
     sw.add_argument("--steps", type=int, default=None, help="override the spec's steps")
     sw.add_argument("--data-root", default=None, help="where the data sets' files are")
+    sw.add_argument("--train", action="append", metavar="FIELD=VALUE", default=None,
+                    help="set a TrainConfig field for every run, as the spec's [train] does "
+                         "(VALUE read as JSON, else text), e.g. --train latent_dim=6; "
+                         "repeatable")
     sw.set_defaults(run=_cmd_sweep)
 
     rp = sub.add_parser("report", help="table 1 and figures 2-7 of a sweep folder")

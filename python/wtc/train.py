@@ -9,6 +9,7 @@ every ``checkpoint_every`` steps and at the end, so a killed run resumes exactly
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import time
@@ -27,6 +28,7 @@ from wtc.runfiles import (
     RECONSTRUCTIONS,
     RESULT,
     TENSORBOARD,
+    read_json,
     save_torch_atomic,
     write_json_atomic,
 )
@@ -41,41 +43,127 @@ class TrainingError(RuntimeError):
     """A run that cannot go on: non-finite loss, bad checkpoint, occupied folder."""
 
 
+def _field(default, help: str, unset: str | None = None):
+    """A TrainConfig field with its command-line help (``wtc train`` flags are made from these);
+    ``unset`` says what a None default means."""
+    return field(default=default, metadata={"help": help, "unset": unset})
+
+
 @dataclass
 class TrainConfig:
-    model: str = "wtc-vae"
-    data: str = "dsprites-procedural"
-    data_root: str | None = None
-    data_options: dict = field(default_factory=dict)
-    beta: float | None = None
-    gamma: float | None = None
-    latent_dim: int = 10
-    estimator: str = "mss"  # beta-tcvae only
-    steps: int = 300_000
-    batch_size: int = 64
-    lr: float = 1e-4
-    adam_betas: tuple = (0.9, 0.999)
-    adversary_steps: int = 1
-    seed: int = 0
-    device: str | None = None
-    checkpoint_every: int = 10_000
-    log_every: int = 100
-    eval_samples: int = 2048  # images for the final reconstruction error
-    progress: bool = True
-    tensorboard: bool = True  # also log to RUN/tensorboard when the tensorboard package is there
+    """Everything that defines a run: what ``RUN/config.json`` holds, what ``wtc train --config``
+    reads, and what ``wtc train``'s flags (one per field) and a sweep spec's ``[train]`` and
+    ``[axes]`` set."""
 
+    model: str = _field("wtc-vae", "the model (a registered name, see wtc.models.MODELS)")
+    data: str = _field("dsprites-procedural", "a data set name (see `wtc data`)")
+    data_root: str | None = _field(None, "the folder holding the data set's file",
+                                   unset="the data set's usual place")
+    data_options: dict = field(default_factory=dict, metadata={
+        "help": "options for wtc.data.load as a JSON object, e.g. '{\"step\": 2}'; the data "
+                "options' own flags override its keys"})
+    beta: float | None = _field(None, "strength beta, for the models that take it",
+                                unset="the model's")
+    gamma: float | None = _field(None, "strength gamma, for the models that take it",
+                                 unset="the model's")
+    latent_dim: int = _field(10, "latent dimensions")
+    estimator: str = _field("mss", "beta-tcvae's estimator of log q(z): mss (stratified) or mws "
+                                   "(weighted)")
+    steps: int = _field(300_000, "training steps (more than a finished run's to continue it)")
+    batch_size: int = _field(64, "images per step")
+    lr: float = _field(1e-4, "Adam learning rate, every network")
+    adam_betas: tuple = _field((0.9, 0.999), "Adam's two betas, every network")
+    adversary_steps: int = _field(1, "adversary (critic, discriminator) steps per main step")
+    seed: int = _field(0, "seed of the initial weights, the data order and every sample")
+    device: str | None = _field(None, "cpu, cuda, cuda:1, ...", unset="cuda if present, else cpu")
+    checkpoint_every: int = _field(10_000, "steps between checkpoints")
+    log_every: int = _field(100, "steps between log.jsonl records")
+    eval_samples: int = _field(2048, "images for the final reconstruction error")
+    progress: bool = _field(True, "show a progress bar")
+    tensorboard: bool = _field(True, "also log to RUN/tensorboard when the tensorboard package "
+                                     "is installed")
+
+    # -- fields as data ------------------------------------------------------------------------
+    @staticmethod
+    def field_kind(name: str) -> tuple[str, bool]:
+        """(base type name, None allowed) of a field, from its annotation."""
+        f = _FIELDS[name]
+        parts = [p.strip() for p in str(f.type).split("|")]
+        return next(p for p in parts if p != "None"), "None" in parts
+
+    @classmethod
+    def check_value(cls, name: str, value):
+        """``value`` as field ``name`` holds it (lists become tuples for tuple fields, integers
+        floats for float fields), or a ValueError naming the field."""
+        if name not in _FIELDS:
+            raise ValueError(f"unknown TrainConfig field {name!r}; valid fields: "
+                             f"{', '.join(_FIELDS)}")
+        kind, optional = cls.field_kind(name)
+        if value is None and optional:
+            return None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind == "float" and number:
+            return float(value)
+        if kind == "str" and isinstance(value, str):
+            return value
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "dict" and isinstance(value, dict):
+            return value
+        if kind == "tuple" and isinstance(value, (list, tuple)) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        wanted = {"int": "an integer", "float": "a number", "str": "a string",
+                  "bool": "true or false", "dict": "a table (JSON object)",
+                  "tuple": "a list of numbers"}[kind]
+        raise ValueError(f"{name} must be {wanted}{' or null' if optional else ''}, "
+                         f"got {value!r}")
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str = "the config") -> TrainConfig:
+        """A config from its JSON form (``config.json``, ``--config``); an unknown field or a
+        value of the wrong type is a ValueError that names it."""
+        if not isinstance(raw, dict):  # a ValueError like every other bad config
+            raise ValueError(  # noqa: TRY004
+                f"{where} must be a JSON object of TrainConfig fields, got {raw!r}")
+        values = {}
+        for key, value in raw.items():
+            if key not in _FIELDS:
+                raise ValueError(f"unknown field {key!r} in {where}; valid fields: "
+                                 f"{', '.join(_FIELDS)}")
+            values[key] = cls.check_value(key, value)
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path) -> TrainConfig:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except OSError as err:
+            raise ValueError(f"cannot read the config {path}: {err.strerror}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON: {err}") from None
+        return cls.from_json(raw, where=str(path))
+
+    # -- checks --------------------------------------------------------------------------------
     def strengths(self) -> dict:
+        """The strengths this config sets: every field that is a registered model's strength."""
+        allowed = models.MODELS.get(self.model, {})
         out = {}
-        for key in ("beta", "gamma"):
+        for key in _strength_fields():
             value = getattr(self, key)
             if value is not None:
-                if key not in models.MODELS.get(self.model, {}):
+                if key not in allowed:
                     raise ValueError(f"{self.model} has no {key} (it takes "
-                                     f"{', '.join(models.MODELS[self.model]) or 'none'})")
+                                     f"{', '.join(allowed) or 'none'})")
                 out[key] = value
         return out
 
     def validate(self) -> None:
+        for name in _FIELDS:
+            self.check_value(name, getattr(self, name))
         if self.model not in models.MODELS:
             raise ValueError(f"unknown model {self.model!r}; valid names: "
                              f"{', '.join(models.MODELS)}")
@@ -84,14 +172,83 @@ class TrainConfig:
         if self.data not in NAMES:
             raise ValueError(f"unknown data set {self.data!r}; valid names: {', '.join(NAMES)}")
         self.strengths()
-        for name in ("steps", "batch_size", "adversary_steps", "checkpoint_every", "log_every"):
+        for name in ("steps", "batch_size", "adversary_steps", "checkpoint_every", "log_every",
+                     "latent_dim", "eval_samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.estimator not in models.BetaTCVAE.ESTIMATORS:
+            raise ValueError(f"estimator must be one of "
+                             f"{', '.join(models.BetaTCVAE.ESTIMATORS)}, got {self.estimator!r}")
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
         out["adam_betas"] = list(self.adam_betas)
         return out
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _strength_fields() -> list:
+    """TrainConfig fields that are some registered model's strength (today beta and gamma)."""
+    names = {k for defaults in models.MODELS.values() for k in defaults}
+    return [name for name in _FIELDS if name in names]
+
+
+def add_config_arguments(parser) -> None:
+    """One ``wtc train`` flag per TrainConfig field (``--latent-dim`` sets ``latent_dim``), with
+    its help and default. A flag not given is absent from the parsed arguments, so the value of
+    ``--config``'s file (or the field's default) stands: see :func:`config_from_args`."""
+    for name, f in _FIELDS.items():
+        kind, _ = TrainConfig.field_kind(name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = f.metadata.get("help", name)
+        if name == "model":  # the registry's names, read when the parser is made
+            text += ": " + ", ".join(models.MODELS)
+        shown = json.dumps(default) if kind == "dict" else default
+        if default is None:
+            shown = f.metadata.get("unset") or "none"
+        if kind == "tuple":
+            shown = " ".join(map(str, default))
+        kwargs = {"dest": name, "default": argparse.SUPPRESS,
+                  "help": f"{text} (default: {shown})".replace("%", "%%")}
+        flag = "--" + name.replace("_", "-")
+        if kind == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif kind == "tuple":
+            parser.add_argument(flag, nargs=len(default), type=float, metavar="X", **kwargs)
+        elif kind == "dict":
+            parser.add_argument(flag, type=_json_object, metavar="JSON", **kwargs)
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[kind],
+                                **kwargs)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is needed, got {text!r}")
+    return value
+
+
+def config_from_args(args, base: TrainConfig | None = None) -> TrainConfig:
+    """``base`` (default: the defaults) with every field given on the command line replaced."""
+    values = base.to_json() if base is not None else {}
+    values.update({name: getattr(args, name) for name in _FIELDS if hasattr(args, name)})
+    return TrainConfig.from_json(values, where="the command line")
+
+
+def _plain(value):
+    """A value as JSON holds it (tuples are lists), so a config read back from config.json
+    compares equal to the one that wrote it."""
+    return json.loads(json.dumps(value))
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -101,9 +258,10 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def build_model(config: TrainConfig, dataset) -> models.DisentanglingModel:
-    extra = {}
-    if config.model == "beta-tcvae":
-        extra = {"dataset_size": len(dataset), "estimator": config.estimator}
+    # What the model declares it needs: TrainConfig fields and facts of the data set.
+    cls = models.model_class(config.model)
+    extra = {name: getattr(config, name) for name in cls.config_options}
+    extra.update(cls.options_from_dataset(dataset))
     return models.build(config.model, in_channels=dataset.channels,
                         latent_dim=config.latent_dim, **config.strengths(), **extra)
 
@@ -126,7 +284,8 @@ class Trainer:
         self.out = Path(out)
         self.config = config
         self.device = pick_device(config.device)
-        existing = (self.out / CONFIG).exists() or (self.out / CHECKPOINT).exists()
+        existing = ((self.out / CONFIG).exists() and not self._prepared()
+                    or (self.out / CHECKPOINT).exists())
         if existing and not (resume or overwrite):
             raise TrainingError(f"{self.out} already holds a run; pass --resume to continue it "
                                 "or --overwrite to replace it")
@@ -150,10 +309,21 @@ class Trainer:
             self.optimizers[name] = torch.optim.Adam(module.parameters(), lr=config.lr,
                                                      betas=betas)
 
-    def _check_compatible(self, saved: dict) -> None:
+    def _prepared(self) -> bool:
+        """The folder holds only this run's config.json, written before it started (as a
+        sweep does): not another run."""
+        if any((self.out / name).exists() for name in (CHECKPOINT, LOG, RESULT)):
+            return False
+        saved = read_json(self.out / CONFIG)
+        return isinstance(saved, dict) and not self._differences(saved)
+
+    def _differences(self, saved: dict) -> list:
         current = self.config.to_json()
-        diffs = [f"{k}: {saved.get(k)!r} in the run, {v!r} now" for k, v in current.items()
-                 if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+        return [f"{k}: {saved.get(k)!r} in the run, {v!r} now" for k, v in current.items()
+                if k not in RESUMABLE_CHANGES and _plain(saved.get(k)) != _plain(v)]
+
+    def _check_compatible(self, saved: dict) -> None:
+        diffs = self._differences(saved)
         if diffs:
             raise TrainingError("cannot resume: the checkpoint belongs to a different run ("
                                 + "; ".join(diffs) + "); nothing was overwritten")
@@ -324,9 +494,7 @@ def load_run(run_dir, device: str | None = None):
     if not (run_dir / CHECKPOINT).exists():
         raise TrainingError(f"{run_dir} has no {CHECKPOINT}: not a finished or running wtc run")
     state = load_checkpoint(run_dir / CHECKPOINT)
-    cfg = dict(state["config"])
-    cfg["adam_betas"] = tuple(cfg["adam_betas"])
-    config = TrainConfig(**cfg)
+    config = TrainConfig.from_json(dict(state["config"]), where=f"{run_dir / CHECKPOINT}")
     dataset = load_data(config.data, root=config.data_root, **config.data_options)
     model = build_model(config, dataset)
     model.load_state_dict(state["model"])

@@ -17,6 +17,13 @@ preset with ``preset = "mini"`` and override any key.
     [data_options.dsprites-procedural]
     step = 2
 
+    [train]                # any other TrainConfig field, for every run
+    latent_dim = 10
+    adam_betas = [0.9, 0.999]
+
+    [axes]                 # TrainConfig fields swept too: one run per combination, and the
+    lr = [1e-4, 5e-4]      # run id names them: DATA/MODEL/STRENGTH=V/lr=0.0005/seed=S
+
     [eval]
     protocol = "paper"
     repeats = 2
@@ -30,15 +37,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wtc.models import MODELS
+# Views of the model registry, declared by each model class: the strength each model's sweep
+# varies (the others, e.g. WTC-WAE's beta, stay at their defaults) and the paper's grid (table 4).
+from wtc.models import MODELS, PAPER_STRENGTHS, SWEPT
 
-# The strength each model's sweep varies; the other (WTC-WAE's beta) stays at its default.
-SWEPT = {"beta-vae": "beta", "factor-vae": "gamma", "beta-tcvae": "beta", "wtc-vae": "gamma",
-         "wae": "beta", "wtc-wae": "gamma"}
-# The paper's table 4.
-PAPER_STRENGTHS = {"beta-vae": [1.0, 4.0, 8.0, 16.0], "factor-vae": [10.0, 20.0, 40.0, 80.0],
-                   "beta-tcvae": [1.0, 4.0, 8.0, 16.0], "wtc-vae": [10.0, 20.0, 40.0, 80.0],
-                   "wae": [1.0, 4.0, 8.0, 16.0], "wtc-wae": [10.0, 20.0, 40.0, 80.0]}
 PAPER_SEEDS = [1, 11, 42, 73, 89]
 from wtc.metrics.registry import default_metrics  # noqa: E402 (one hunk: see the registry)
 
@@ -71,6 +73,8 @@ class SweepSpec:
     batch_size: int = 64
     lr: float = 1e-4
     checkpoint_every: int = 10_000
+    train: dict = field(default_factory=dict)  # other TrainConfig fields, for every run
+    axes: dict = field(default_factory=dict)  # TrainConfig field -> its values, one run each
     eval: EvalSpec = field(default_factory=EvalSpec)
 
     def to_json(self) -> dict:
@@ -134,6 +138,7 @@ class SweepSpec:
                 raise SpecError(f"{key} must be an integer >= 1, got {value!r}")
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise SpecError(f"lr must be a number > 0, got {self.lr!r}")
+        self._validate_train_fields()
         ev = self.eval
         if ev.protocol not in PROTOCOLS:
             raise SpecError(f"eval.protocol must be one of {', '.join(PROTOCOLS)}, "
@@ -146,6 +151,79 @@ class SweepSpec:
             if not isinstance(value, int) or value < 2:
                 raise SpecError(f"eval.sizes.{key} must be an integer >= 2, got {value!r}")
         return self
+
+
+    def _validate_train_fields(self) -> None:
+        from wtc.experiments.sweep import expand, run_config
+        from wtc.train import TrainConfig
+
+        fields = [f.name for f in dataclasses.fields(TrainConfig)]
+        strengths = {k for defaults in MODELS.values() for k in defaults}
+
+        def check_field(where, name, value, axis):
+            if name not in fields:
+                raise SpecError(f"unknown field {name!r} in [{where}]; valid: TrainConfig's "
+                                f"fields ({', '.join(fields)})")
+            why = _NOT_SETTABLE.get(name) or (_NOT_AXIS.get(name) if axis else
+                                              _TOP_LEVEL.get(name))
+            if name in strengths:
+                why = "strengths are set in [strengths] (swept) and [fixed]"
+            if why:
+                raise SpecError(f"{where}.{name}: {why}")
+            if axis and TrainConfig.field_kind(name)[0] == "dict":
+                raise SpecError(f"{where}.{name}: a table cannot be a sweep axis")
+            try:
+                value = TrainConfig.check_value(name, value)
+            except ValueError as err:
+                raise SpecError(f"{where}.{name}: {err}") from None
+            if axis and isinstance(value, str) and ("/" in value or not value):
+                raise SpecError(f"{where}.{name}: {value!r} cannot name a run folder")
+
+        for key in ("train", "axes"):
+            if not isinstance(getattr(self, key), dict):
+                raise SpecError(f"{key} must be a table of TrainConfig fields, got "
+                                f"{getattr(self, key)!r}")
+        for name, value in self.train.items():
+            check_field("train", name, value, axis=False)
+        for name, values in self.axes.items():
+            if name in self.train:
+                raise SpecError(f"axes.{name}: {name} is set in [train] too; set it in one place")
+            if not isinstance(values, list) or not values:
+                raise SpecError(f"axes.{name} must be a non-empty list of values, got {values!r}")
+            for value in values:
+                check_field("axes", name, value, axis=True)
+            if len({json.dumps(v) for v in values}) != len(values):
+                raise SpecError(f"axes.{name} lists a value twice: {values!r}")
+        runs = expand(self)
+        ids = [run.id for run in runs]
+        if len(set(ids)) != len(ids):
+            raise SpecError("two runs share a folder name (axis values that differ beyond 6 "
+                            "significant digits?): " + next(i for i in ids if ids.count(i) > 1))
+        checked = set()
+        for run in runs:  # each setting's TrainConfig, once: e.g. latent_dim = 0 fails here
+            key = (run.data, run.model, run.axes)
+            if key not in checked:
+                checked.add(key)
+                try:
+                    run_config(self, run).validate()
+                except ValueError as err:
+                    raise SpecError(f"run {run.id}: {err}") from None
+
+
+# TrainConfig fields a spec sets elsewhere, or that the sweep sets itself, and why.
+_NOT_SETTABLE = {
+    "model": "the runs' models are the spec's models list",
+    "data": "the runs' data sets are the spec's data list",
+    "seed": "the runs' seeds are the spec's seeds list",
+    "data_root": "set data_root at the top level of the spec",
+    "data_options": "set data options per data set in [data_options.NAME]",
+    "device": "the sweep picks each run's device (--devices)",
+    "progress": "sweep runs never show a progress bar",
+}
+_TOP_LEVEL = {k: f"set {k} at the top level of the spec"
+              for k in ("steps", "batch_size", "lr", "checkpoint_every")}
+_NOT_AXIS = {"steps": "every run of a sweep trains the spec's steps (set steps at the top "
+                      "level)"}
 
 
 def _preset_paper() -> SweepSpec:
@@ -200,6 +278,8 @@ def from_dict(raw: dict, base: SweepSpec | None = None) -> SweepSpec:
                     raise SpecError(f"unknown key {k!r} in [eval]; valid keys: "
                                     f"{', '.join(eval_keys)}")
             value = dataclasses.replace(spec.eval, **value)
+        if key == "train" and isinstance(value, dict):  # a table merged over the base's
+            value = {**spec.train, **value}
         setattr(spec, key, value)
     if preset is not None and "name" not in raw:
         spec.name = preset
@@ -246,6 +326,23 @@ def spec_from_json(raw: dict) -> SweepSpec:
     raw = dict(raw)
     ev = EvalSpec(**raw.pop("eval"))
     return SweepSpec(**raw, eval=ev)
+
+
+def parse_assignments(items, option: str = "--train") -> dict | None:
+    """``["latent_dim=6", "adam_betas=[0.5, 0.9]"]`` -> ``{"latent_dim": 6, ...}``: each value
+    read as JSON, else kept as text (``estimator=mws``); None when there are none."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"{option} takes FIELD=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key.strip()] = text
+    return out
 
 
 def override(spec: SweepSpec, **values) -> SweepSpec:

@@ -2,7 +2,9 @@
 ``wtc eval``, several at once, resumable.
 
 A sweep folder holds ``sweep.json`` (the spec; a folder never mixes two specs) and one run
-folder per run, ``DATA/MODEL/STRENGTH=VALUE/seed=SEED``. A run is skipped when its training and
+folder per run, ``DATA/MODEL/STRENGTH=VALUE/seed=SEED`` (with ``/FIELD=VALUE`` before the seed for
+each of the spec's ``[axes]``). Each run's full TrainConfig is written to ``RUN/config.json``,
+and its child is ``wtc train --config RUN/config.json``. A run is skipped when its training and
 its evaluation are both complete, evaluated when only the evaluation is missing, and resumed
 from its checkpoint when training stopped part-way, so killing and restarting a sweep loses at
 most the steps since each run's last checkpoint. Each run folder is locked while a process
@@ -13,6 +15,7 @@ sweep keep it until they exit); a restarted sweep waits for such runs instead of
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import subprocess
@@ -27,6 +30,7 @@ from pathlib import Path
 from wtc.experiments.spec import SWEPT, SweepSpec, spec_from_json
 from wtc.runfiles import (
     CHECKPOINT,
+    CONFIG,
     EVAL,
     LOCK,
     RESULT,
@@ -52,27 +56,67 @@ class Run:
     value: float
     seed: int
     fixed: tuple = ()  # ((name, value), ...) strengths held fixed
+    axes: tuple = ()  # ((TrainConfig field, value), ...) of the spec's [axes], in its order
 
     @property
     def id(self) -> str:
-        return f"{self.data}/{self.model}/{self.strength}={self.value:g}/seed={self.seed}"
+        axes = "".join(f"/{name}={_axis_text(value)}" for name, value in self.axes)
+        return f"{self.data}/{self.model}/{self.strength}={self.value:g}{axes}/seed={self.seed}"
 
     @property
     def strengths(self) -> dict:
         return {**dict(self.fixed), self.strength: self.value}
 
 
+def _axis_text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(_axis_text(v) for v in value)
+    return str(value)
+
+
 def expand(spec: SweepSpec) -> list[Run]:
     """Every run of a spec, in the order a sweep starts them (seed-major, so an interrupted
-    sweep has whole seeds of every setting rather than all seeds of a few)."""
+    sweep has whole seeds of every setting rather than all seeds of a few); the spec's
+    ``[axes]`` multiply each strength's runs."""
+    from wtc.train import TrainConfig
+
+    names = list(spec.axes)
+    combos = list(itertools.product(*[[TrainConfig.check_value(n, v) for v in spec.axes[n]]
+                                      for n in names]))
     runs = []
     for seed in spec.seeds:
         for data in spec.data:
             for model in spec.models:
                 fixed = tuple(sorted((k, float(v)) for k, v in spec.fixed.get(model, {}).items()))
                 for value in spec.strength_values(model):
-                    runs.append(Run(data, model, SWEPT[model], float(value), int(seed), fixed))
+                    for combo in combos:
+                        runs.append(Run(data, model, SWEPT[model], float(value), int(seed), fixed,
+                                        tuple(zip(names, combo))))
     return runs
+
+
+def run_config(spec: SweepSpec, run: Run, device: str | None = None):
+    """The full TrainConfig of one run of ``spec``: what its ``config.json`` holds."""
+    from wtc.train import TrainConfig
+
+    data_root = str(Path(spec.data_root).expanduser().resolve()) if spec.data_root else None
+    values = {"model": run.model, "data": run.data, "data_root": data_root,
+              "data_options": dict(spec.data_options.get(run.data, {})), "seed": int(run.seed),
+              "steps": spec.steps, "batch_size": spec.batch_size, "lr": float(spec.lr),
+              "checkpoint_every": spec.checkpoint_every, "device": device, "progress": False,
+              **spec.train, **dict(run.axes), **run.strengths}
+    return TrainConfig.from_json(values, where=f"run {run.id}")
+
+
+def write_run_config(spec: SweepSpec, run: Run, run_dir: Path, device: str) -> Path:
+    """Write ``run_dir/config.json`` (atomically): the file the run's ``wtc train`` reads."""
+    path = Path(run_dir) / CONFIG
+    write_json_atomic(run_config(spec, run, device).to_json(), path)
+    return path
 
 
 def expected_eval(spec: SweepSpec) -> dict:
@@ -114,16 +158,10 @@ def run_state(spec: SweepSpec, run_dir: Path) -> str:
 
 
 def train_command(spec: SweepSpec, run: Run, run_dir: Path, device: str, state: str) -> list:
-    cmd = [sys.executable, "-m", "wtc", "train", "--model", run.model, "--data", run.data,
-           "--steps", str(spec.steps), "--batch-size", str(spec.batch_size),
-           "--lr", repr(float(spec.lr)), "--seed", str(run.seed), "--device", device,
-           "--checkpoint-every", str(spec.checkpoint_every), "--out", str(run_dir), "--quiet"]
-    for name, value in sorted(run.strengths.items()):
-        cmd += [f"--{name}", repr(float(value))]
-    if spec.data_root:
-        cmd += ["--data-root", str(Path(spec.data_root).expanduser().resolve())]
-    for key, value in sorted(spec.data_options.get(run.data, {}).items()):
-        cmd += [f"--{key}", str(value)]
+    """The run's ``wtc train``: everything but the folder and what to do with it is in the
+    config.json that :func:`write_run_config` wrote (the device too)."""
+    cmd = [sys.executable, "-m", "wtc", "train", "--config", str(Path(run_dir) / CONFIG),
+           "--out", str(run_dir)]
     if state == "resume":
         cmd.append("--resume")
     elif state == "restart":
@@ -174,7 +212,11 @@ def prepare(spec: SweepSpec, out: Path) -> None:
     if path.exists():
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise SweepError(f"{path} is not a wtc sweep record; use another --out")
-        old = saved["spec"]
+        # through SweepSpec, so a record of an older wtc (without newer keys) compares equal
+        try:
+            old = spec_from_json(saved["spec"]).to_json()
+        except (TypeError, KeyError, AttributeError):  # a damaged record: compare as written
+            old = saved["spec"]
         diffs = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
         if diffs:
             raise SweepError(f"{out} holds a sweep of another spec (it differs in "
@@ -298,6 +340,7 @@ class _Sweep:
             self.event(run=run.id, start=state, device=device)
             try:
                 if state != "evaluate":
+                    write_run_config(self.spec, run, run_dir, device)
                     code = self._child(train_command(self.spec, run, run_dir, device, state),
                                        run_dir, device, fd)
                     if code != 0:
