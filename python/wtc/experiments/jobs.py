@@ -253,6 +253,9 @@ def run_job(run_dir, evaluation: dict, *, executor: str | None = None,
     job did that work) or ``busy`` (another process holds the run's lock; nothing was done).
     Raises on failure after recording it in job.json."""
     global _requeued
+    from wtc.plugins import load_plugins
+
+    load_plugins()  # a job on another process or node sees the user's models, metrics, data
     run_dir = Path(run_dir)
     out = {"run": str(run_dir), "trained": False, "evaluated": False}
     if threads:
