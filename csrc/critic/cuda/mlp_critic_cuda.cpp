@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #include "critic/mlp_critic.h"
-#include "critic/mlp_critic_cuda.h"
+#include "critic/cuda/mlp_critic_cuda.h"
 
 namespace wtc {
 namespace {
