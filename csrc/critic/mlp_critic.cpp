@@ -19,7 +19,7 @@
 namespace wtc {
 
 void check_mlp_critic_loss_args(const at::Tensor& p, const at::Tensor& q, const at::Tensor& alpha,
-                                  at::TensorList weights, at::TensorList biases) {
+                                at::TensorList weights, at::TensorList biases) {
   TORCH_CHECK_VALUE(p.dim() == 2, "mlp_critic_loss: expected real of shape (B, d), got ",
                     p.sizes());
   TORCH_CHECK_VALUE(p.size(0) > 0, "mlp_critic_loss: expected at least one row in real and fake, "

@@ -9,7 +9,6 @@
 #include <vector>
 
 namespace wtc {
-
 namespace {
 
 // Autograd in C++: the forward already holds every gradient, so the backward hands them over

@@ -6,7 +6,6 @@
 #include "common/column_shuffle.h"
 
 namespace wtc {
-
 namespace {
 
 // Autograd: out = z.gather(-2, index), so grad_z scatters grad_out back through the same index.

@@ -17,7 +17,6 @@
 #include "permute_dims/permute_dims.h"
 
 namespace wtc {
-
 namespace {
 
 template <typename Word>  // an unsigned integer of the element's size: the shuffle only moves bits

@@ -133,17 +133,17 @@ void grow(V& v, int64_t n) {
 template <typename scalar_t, typename L>
 struct ConditionalColumns {
   const scalar_t* z;
-  int64_t z_row, z_col;
-  const scalar_t* ref_values;  // a reference of its own, or nullptr
-  int64_t r_row, r_col;
-  const int64_t* ref_index;  // reference[r, j] = z[ref_index[r, j], j], or nullptr
-  int64_t i_row, i_col;
+  int64_t z_row, z_col;                  // z's strides
+  const scalar_t* ref_values;            // a reference of its own, or nullptr
+  int64_t r_row, r_col;                  // its strides
+  const int64_t* ref_index;              // reference[r, j] = z[ref_index[r, j], j], or nullptr
+  int64_t i_row, i_col;                  // its strides
   std::optional<uint64_t> permute_seed;  // reference = permute_dims(z) with this seed
-  bool permuted;  // the reference is a permutation of z (ref_index or permute_seed)
-  bool paired;    // a reference sample is compared (else the whole column is)
+  bool permuted;                         // the reference is z permuted (index or seed)
+  bool paired;                           // a reference is compared (else the whole column)
   bool scale_by_range;
-  const L* labels;                     // (K, N): a column per factor
-  const std::vector<int64_t>* offsets; // (K, C + 1): each factor's class offsets
+  const L* labels;                      // (K, N): a column per factor
+  const std::vector<int64_t>* offsets;  // (K, C + 1): each factor's class offsets
   int64_t N, K, C;
   scalar_t* out;  // (d, K, C)
 };
