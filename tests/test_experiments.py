@@ -404,7 +404,7 @@ def test_a_checkout_imports_cleanly_from_its_root():
 # -- [train] and [axes]: any TrainConfig field, per spec and per axis ---------------------------
 
 def test_train_table_and_axes_expand_into_runs_and_their_config_files(tmp_path):
-    from wtc.experiments.sweep import run_config, train_command, write_run_config
+    from wtc.experiments.sweep import run_config, write_run_config
     from wtc.train import TrainConfig
 
     path = tmp_path / "study.toml"
@@ -431,10 +431,10 @@ def test_train_table_and_axes_expand_into_runs_and_their_config_files(tmp_path):
     written = write_run_config(spec, run, run_dir, "cpu")
     assert written == run_dir / "config.json"
     assert TrainConfig.from_file(written) == cfg
-    cmd = train_command(spec, run, run_dir, "cpu", "new")
-    assert cmd[1:] == ["-m", "wtc", "train", "--config", str(written), "--out", str(run_dir)]
-    assert train_command(spec, run, run_dir, "cpu", "resume")[-1] == "--resume"
-    assert train_command(spec, run, run_dir, "cpu", "restart")[-1] == "--overwrite"
+    # the file is everything a job needs: it trains the run from it (wtc.experiments.jobs)
+    from wtc.experiments.jobs import read_config
+
+    assert read_config(run_dir) == cfg
     # without [train] and [axes] the runs and their ids are as before
     plain = from_dict({"data": ["dsprites-procedural"], "models": ["wae"], "seeds": [3],
                        "strengths": {"wae": [8]}})
@@ -489,7 +489,8 @@ def test_a_sweep_with_an_axis_trains_each_run_from_its_config_file(tmp_path):
         assert run.id.endswith(f"/latent_dim={dim}/seed=1")
         config = json.loads((out / run.id / "config.json").read_text())
         assert config["latent_dim"] == dim and config["progress"] is False
-        assert "--config" in (out / run.id / "sweep.log").read_text()
+        job = json.loads((out / run.id / "job.json").read_text())  # trained by run_job
+        assert job["state"] == "evaluated" and job["executor"] == "local"
         assert run_state(spec, out / run.id) == "done"
 
 
