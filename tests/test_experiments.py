@@ -551,7 +551,11 @@ def test_sweep_on_the_local_executor_end_to_end_and_its_status(tmp_path, capsys)
     assert all(json.loads((out / r.id / "job.json").read_text())["attempt"] == 1
                for r in expand(spec))
     # --status: counts and every run, from the folder alone (no spec given)
-    (out / expand(spec)[1].id / "eval.json").unlink()
+    assert cli(["sweep", "--status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert status.splitlines()[0] == "2 runs: 2 evaluated" and "time per run" in status
+    for name in ("eval.json", "job.json"):  # trained, never evaluated
+        (out / expand(spec)[1].id / name).unlink()
     assert cli(["sweep", "--status", str(out)]) == 0
     status = capsys.readouterr().out
     assert status.splitlines()[0] == "2 runs: 1 evaluated, 1 trained"
