@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.experiments.spec import SweepSpec
 from wtc.experiments.jobs import eval_matches, is_trained
+from wtc.experiments.spec import SweepSpec
 from wtc.experiments.sweep import expected_eval, load_sweep
 from wtc.metrics import registry
 from wtc.runfiles import EVAL, read_json
