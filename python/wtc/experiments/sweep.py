@@ -363,6 +363,19 @@ def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | Non
                         and not is_finished(dirs[r.id], evaluation)):
                     free.add(str(dirs[r.id]))
             batch = [r for r in remaining if str(dirs[r.id]) in free]
+            for r in list(remaining):
+                if str(dirs[r.id]) in free:
+                    continue
+                if is_finished(dirs[r.id], evaluation):  # another process finished it
+                    result.skipped.append(r.id)
+                    remaining.remove(r)
+                    line(f"done before: {r.id} (by another process)")
+                elif r.id not in announced:
+                    # an earlier sweep's orphaned job, or a second sweep on this folder, holds
+                    # it: wait for it rather than train it twice
+                    announced.add(r.id)
+                    echo(f"{r.id} is being worked on by another process (an earlier sweep's "
+                         "job?); waiting for it")
             if batch:
                 ex = make_executor(config, out, threads=threads, echo=echo)
                 ids = ex.submit([dirs[r.id] for r in batch], evaluation)
@@ -386,19 +399,8 @@ def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | Non
                     remaining.remove(r)
                 ex = None
                 continue
-            # every run left is another process's (an earlier sweep's orphaned job, or a
-            # second sweep on this folder): wait for it rather than train it twice
-            for r in remaining:
-                if r.id not in announced:
-                    announced.add(r.id)
-                    echo(f"{r.id} is being worked on by another process (an earlier sweep's "
-                         "job?); waiting for it")
-            time.sleep(1.0)
-            for r in list(remaining):
-                if is_finished(dirs[r.id], evaluation):
-                    result.skipped.append(r.id)
-                    remaining.remove(r)
-                    line(f"done before: {r.id} (by another process)")
+            if remaining:  # every run left is another process's
+                time.sleep(1.0)
     except BaseException:
         if ex is not None and hasattr(ex, "stop"):
             _stop(ex)
