@@ -16,13 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wtc.experiments.jobs import eval_matches, is_trained
 from wtc.experiments.spec import SweepSpec
-from wtc.experiments.sweep import (
-    eval_complete,
-    expected_eval,
-    is_trained,
-    load_sweep,
-)
+from wtc.experiments.sweep import expected_eval, load_sweep
 from wtc.metrics import registry
 from wtc.runfiles import EVAL, read_json
 
@@ -91,14 +87,14 @@ def collect(sweep_dir) -> Collected:
         s.expected_seeds += 1
         run_dir = sweep_dir / run.id
         evaluation = read_json(run_dir / EVAL)
-        if not is_trained(spec, run_dir):
+        if not is_trained(run_dir, spec.steps):
             missing[run.id] = ("not trained" if not run_dir.exists() else
                                "training not finished")
             continue
         if evaluation is None:
             missing[run.id] = "trained, not evaluated"
             continue
-        if not eval_complete(evaluation, expected):
+        if not eval_matches(evaluation, expected):
             missing[run.id] = "evaluated with other settings than the spec's"
             continue
         s.seeds.append(run.seed)
