@@ -171,6 +171,31 @@ def _synthetic_score(run):
             "reconstruction": [rec - 1, rec + 1]}
 
 
+def test_report_keeps_runs_of_different_axis_values_apart(tmp_path):
+    """Runs that differ only in an [axes] value are different settings: each has its own
+    cell, its own label and its own CSV row, never an average over the axis."""
+    spec = from_dict({"name": "axes", "data": ["dsprites-procedural"], "models": ["beta-vae"],
+                      "seeds": [1, 2], "strengths": {"beta-vae": [4.0]},
+                      "axes": {"lr": [1e-4, 5e-4]}, "eval": {"repeats": 1}})
+
+    def score(run):
+        good = 0.9 if dict(run.axes)["lr"] == 5e-4 else 0.1
+        return {m: [good + 0.01 * run.seed] for m in
+                ("factor_vae", "wdg", "modularity", "mig", "reconstruction")}
+
+    _fake_sweep(tmp_path / "sweep", spec, score)
+    c = collect(tmp_path / "sweep")
+    assert len(c.settings) == 2 and all(len(s.seeds) == 2 for s in c.settings)
+    (row,) = table1(c)
+    assert dict(row["axes"]) == {"lr": 5e-4}
+    np.testing.assert_allclose(row["factor_vae"][0], 0.915)
+    make_report(tmp_path / "sweep", tmp_path / "report", echo=lambda *a: None)
+    assert "beta=4, lr=0.0005" in (tmp_path / "report" / "table1.md").read_text()
+    lines = (tmp_path / "report" / "settings.csv").read_text().splitlines()
+    assert lines[0].startswith("data,model,strength,value,lr,seeds")
+    assert {line.split(",")[4] for line in lines[1:]} == {"0.0001", "0.0005"}
+
+
 def test_report_aggregates_known_means_and_stds(tmp_path):
     spec = _synthetic_spec()
     _fake_sweep(tmp_path / "sweep", spec, _synthetic_score)

@@ -63,7 +63,7 @@ class Run:
 
     @property
     def id(self) -> str:
-        axes = "".join(f"/{name}={_axis_text(value)}" for name, value in self.axes)
+        axes = "".join(f"/{name}={axis_text(value)}" for name, value in self.axes)
         return f"{self.data}/{self.model}/{self.strength}={self.value:g}{axes}/seed={self.seed}"
 
     @property
@@ -71,13 +71,14 @@ class Run:
         return {**dict(self.fixed), self.strength: self.value}
 
 
-def _axis_text(value) -> str:
+def axis_text(value) -> str:
+    """How an axis value is written in run ids and tables (0.0005, true, 0.5,0.9)."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (tuple, list)):
-        return ",".join(_axis_text(v) for v in value)
+        return ",".join(axis_text(v) for v in value)
     return str(value)
 
 
