@@ -10,7 +10,7 @@ from wtc.cli import main as wtc_main
 from wtc.models import MODELS
 from wtc.train import TrainConfig, Trainer, TrainingError, load_run, train
 
-SMALL = {"step": (1, 1, 2, 4, 4, 4)}  # 1,440 procedural dSprites images
+SMALL = {"grid_step": (1, 1, 2, 4, 4, 4)}  # 1,440 procedural dSprites images
 
 
 @pytest.fixture(autouse=True)
@@ -124,7 +124,7 @@ def test_bad_names_and_strengths():
 
 def test_cli_train_traverse_and_errors(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--model", "wtc-vae", "--data", "dsprites-procedural", "--step", "4",
+    args = ["train", "--model", "wtc-vae", "--data", "dsprites-procedural", "--grid-step", "4",
             "--steps", "6", "--batch-size", "8", "--checkpoint-every", "3", "--log-every", "2",
             "--device", "cpu", "--quiet", "--out", str(out)]
     assert wtc_main(args) == 0
@@ -152,7 +152,7 @@ def test_demo_writes_its_report(tmp_path):
     from wtc.demo import run_demo
 
     result = run_demo(tmp_path / "demo", steps=8, device="cpu", progress=False,
-                      data_options={"step": (1, 1, 2, 8, 4, 4)})
+                      data_options={"grid_step": (1, 1, 2, 8, 4, 4)})
     assert {r["model"] for r in result["rows"]} == {"wtc-vae", "beta-vae"}
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "| wtc-vae |" in report and "WDG" in report
