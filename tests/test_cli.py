@@ -314,7 +314,8 @@ def test_help_shows_defaults_strengths_costs_and_examples(capsys):
         wtc_main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "about 15 hours a run" in text and "5.5 steps/s" in text
-    assert "beta-vae: weight of the KL term" in text and "wtc-vae: weight of the Wasserstein" in text
+    assert "beta-vae: weight of the KL term" in text
+    assert "wtc-vae: weight of the Wasserstein" in text
     assert "(default: 300000)" in text and "(default: 10.0)" in text  # steps, checkpoint minutes
     with pytest.raises(SystemExit):
         wtc_main(["data", "--help"])
@@ -327,7 +328,8 @@ def test_every_model_says_what_its_strengths_weigh():
     from wtc.models import REGISTRY
 
     for name, cls in REGISTRY.items():
-        assert set(cls.strength_help) == set(cls.defaults), name
+        if cls.__module__.startswith("wtc.models."):  # the six of the paper, not a test's own
+            assert set(cls.strength_help) == set(cls.defaults), name
 
 
 # -- run files -----------------------------------------------------------------------------------

@@ -158,6 +158,18 @@ def test_demo_writes_its_report(tmp_path):
     assert "| wtc-vae |" in report and "WDG" in report
     for name in ("wtc-vae", "beta-vae"):
         assert (tmp_path / "demo" / f"{name}-traversals.png").exists()
+    # It sets expectations: what WDG measures and which way is better, one reconstruction
+    # number (the runs' own result.json), the cache and how to clear it, the loss curves.
+    assert "Higher is better" in report and "Lower is better" in report
+    assert "blurry blobs whose shape and rotation are not yet learned" in report
+    assert "not measured yet" in report and "delete that folder" in report
+    assert str(tmp_path / "cache") in report
+    for row in result["rows"]:
+        run = json.loads((tmp_path / "demo" / row["model"] / "result.json").read_text())
+        assert row["reconstruction"] == run["reconstruction_error"]
+        assert f"{row['reconstruction']:.1f}" in report
+        assert (tmp_path / "demo" / row["model"] / "loss_curves.png").exists()
+        assert f"({row['model']}/loss_curves.png)" in report
 
 
 def test_tensorboard_gets_every_logged_term_when_installed(tmp_path, monkeypatch):

@@ -102,9 +102,9 @@ def find_file(name: str, root=None, variant: str | None = None, **options) -> Pa
 def load(name: str, root=None, **options) -> GroundTruthDataset:
     """A data set by name (``NAMES``) with its options: those the registry declares (``wtc data
     --help`` lists them per data set: dsprites' protocol, mpi3d's variant, the procedural sets'
-    grid_step, whose old name step is still accepted) and the loader's other keyword arguments (shapes3d's in_memory, cache_dir, ...). An
-    option the data set does not take, or a value outside an option's choices, is a
-    DataSetError naming it."""
+    grid_step, whose old name step is still accepted) and the loader's other keyword arguments
+    (shapes3d's in_memory, cache_dir, ...). An option the data set does not take, or a value
+    outside an option's choices, is a DataSetError naming it."""
     entry = _registry.get(name)
     options = renamed_options(options)
     check_options(name, options)
