@@ -155,7 +155,7 @@ def save_loss_curves(log_path, path, title: str | None = None) -> bool:
     for ax, key in zip(axes.flat, keys):
         points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
         if points:
-            ax.plot(*zip(*points), lw=1)
+            ax.plot(*zip(*points), lw=1, marker="." if len(points) < 50 else None)  # 1 shows
         ax.set_title(key, fontsize=8)
         ax.set_xlabel("step", fontsize=7)
         ax.tick_params(labelsize=7)

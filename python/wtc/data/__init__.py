@@ -90,7 +90,7 @@ def find_file(name: str, root=None, variant: str | None = None, **options) -> Pa
             tried.append(candidate.absolute())  # a relative path says nothing in a log
             if candidate.exists():
                 return candidate
-    hint = (f" or use the procedural look-alike that needs no files: '{entry.lookalike}'"
+    hint = (f", or use the procedural look-alike that needs no files: '{entry.lookalike}'"
             if entry.lookalike else "")
     raise DataSetError(
         f"{name}: expected the file {file}, looked for it at:\n  "
