@@ -151,6 +151,9 @@ def test_train_refusals(tmp_path, capsys, run):
             "checkpoint_minutes must be > 0")
     refused(capsys, ["train", "--steps", "0", "--out", out], "steps must be >= 1")
     refused(capsys, ["train", "--lr", "-1", "--out", out], "lr must be > 0")
+    refused(capsys, ["train", "--seed", "-1", "--out", out], "seed must be >= 0")
+    refused(capsys, ["train", "--model", "beta-vae", "--beta", "-4", "--out", out],
+            "beta must be >= 0")
     refused(capsys, ["train", "--model", "wae", "--gamma", "3", "--out", out],
             "wae has no gamma")
     refused(capsys, ["train", "--data", "dsprites-procedural", "--variant", "toy", "--out", out],

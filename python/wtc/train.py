@@ -171,6 +171,8 @@ class TrainConfig:
                 if key not in allowed:
                     raise ValueError(f"{self.model} has no {key} (it takes "
                                      f"{', '.join(allowed) or 'none'})")
+                if not value >= 0:  # a weight: a negative one (or NaN) turns a penalty around
+                    raise ValueError(f"{key} must be >= 0, got {value}")
                 out[key] = value
         return out
 
@@ -191,6 +193,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.seed < 0:  # numpy's generators take none
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not self.checkpoint_minutes > 0:
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         parse_device(self.device)  # the spelling only: a GPU may be visible where the run runs
