@@ -96,7 +96,7 @@ def test_truncated_or_wrong_files_are_clear_errors(tmp_path):
 
 
 def test_index_factor_round_trips_and_range_errors():
-    ds = DSpritesProcedural(step=(1, 1, 3, 10, 8, 8))
+    ds = DSpritesProcedural(grid_step=(1, 1, 3, 10, 8, 8))
     idx = np.arange(len(ds))
     assert np.array_equal(ds.factors_to_index(ds.index_to_factors(idx)), idx)
     rng = np.random.default_rng(0)
@@ -109,7 +109,7 @@ def test_index_factor_round_trips_and_range_errors():
 
 
 def test_sample_observations_show_the_requested_factors():
-    ds = DSpritesProcedural(step=(1, 1, 5, 13, 10, 10))
+    ds = DSpritesProcedural(grid_step=(1, 1, 5, 13, 10, 10))
     factors = ds.sample_factors(20, np.random.default_rng(1))
     images = ds.sample_observations_from_factors(factors, np.random.default_rng(2))
     sv, ov, pv = factor_values("scale"), factor_values("orientation"), factor_values("posX")
@@ -120,11 +120,11 @@ def test_sample_observations_show_the_requested_factors():
 
 
 def test_procedural_dsprites_is_cached_atomically(tmp_path):
-    DSpritesProcedural(step=(1, 1, 3, 20, 16, 16))
+    DSpritesProcedural(grid_step=(1, 1, 3, 20, 16, 16))
     files = list((tmp_path / "cache").glob("dsprites-procedural-*.npy"))
     assert len(files) == 1 and not list((tmp_path / "cache").glob("*.tmp*"))
     mtime = files[0].stat().st_mtime_ns
-    again = DSpritesProcedural(step=(1, 1, 3, 20, 16, 16))
+    again = DSpritesProcedural(grid_step=(1, 1, 3, 20, 16, 16))
     assert files[0].stat().st_mtime_ns == mtime and len(again) == 3 * 2 * 2 * 2 * 2
 
 
@@ -329,7 +329,7 @@ def test_celeba_loader(tmp_path):
 
 def test_wtc_data_show(tmp_path, capsys):
     out = tmp_path / "examples.png"
-    assert wtc_main(["data", "dsprites-procedural", "--step", "4", "--show", str(out)]) == 0
+    assert wtc_main(["data", "dsprites-procedural", "--grid-step", "4", "--show", str(out)]) == 0
     text = capsys.readouterr().out
     assert "posY" in text and "orientation" in text and out.stat().st_size > 1000
     assert wtc_main(["data", "dsprites", "--root", str(tmp_path)]) == 2
@@ -344,7 +344,7 @@ def test_registry_derives_todays_names_files_and_options():
 
     assert wtc.data.NAMES == ("dsprites", "shapes3d", "cars3d", "smallnorb", "mpi3d", "celeba",
                               "dsprites-procedural", "shapes3d-procedural")
-    assert wtc.data.CLI_OPTIONS == ("step", "protocol", "variant")
+    assert wtc.data.CLI_OPTIONS == ("grid_step", "protocol", "variant")
     # What _FILES and _PROCEDURAL held before the registry.
     files = {name: (e.file, list(e.folders)) for name, e in DATASETS.items() if not e.procedural}
     assert files == {
@@ -364,17 +364,17 @@ def test_registry_derives_todays_names_files_and_options():
 
 def test_an_option_a_data_set_does_not_take_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(DataSetError, match=r"does not take the option 'variant' \(--variant\); "
-                                           r"dsprites-procedural takes: protocol, step"):
+                                           r"dsprites-procedural takes: protocol, grid_step"):
         load("dsprites-procedural", variant="real")
-    with pytest.raises(DataSetError, match="'in_memory'.*takes: step"):
+    with pytest.raises(DataSetError, match="'in_memory'.*takes: grid_step"):
         load("shapes3d-procedural", in_memory=False)
     with pytest.raises(DataSetError, match="variant must be one of toy, realistic, real"):
         load("mpi3d", root=tmp_path, variant="big")  # before looking for a file
     # Options from Python only are still accepted.
-    assert len(load("dsprites-procedural", step=(1, 3, 6, 40, 32, 32), cache=False)) == 1
+    assert len(load("dsprites-procedural", grid_step=(1, 3, 6, 40, 32, 32), cache=False)) == 1
     assert wtc_main(["data", "shapes3d-procedural", "--protocol", "dlib"]) == 2
     err = capsys.readouterr().err
-    assert "'protocol' (--protocol)" in err and "shapes3d-procedural takes: step" in err
+    assert "'protocol' (--protocol)" in err and "shapes3d-procedural takes: grid_step" in err
 
 
 class Bars(GroundTruthDataset):
@@ -420,7 +420,7 @@ def test_a_data_set_registered_from_outside_is_loadable_and_on_the_command_line(
     assert "position           2" in capsys.readouterr().out
     assert wtc_main(["data", "bars", "--bar_width", "16"]) == 0  # the spelling sweeps pass
     assert wtc_main(["data", "bars", "--step", "2"]) == 2
-    assert "bars does not take the option 'step'" in capsys.readouterr().err
+    assert "bars does not take the option 'grid_step'" in capsys.readouterr().err
     # A train run gets the same flags.
     from wtc.cli import _data_options, build_parser
 

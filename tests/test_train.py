@@ -10,7 +10,7 @@ from wtc.cli import main as wtc_main
 from wtc.models import MODELS
 from wtc.train import TrainConfig, Trainer, TrainingError, load_run, train
 
-SMALL = {"step": (1, 1, 2, 4, 4, 4)}  # 1,440 procedural dSprites images
+SMALL = {"grid_step": (1, 1, 2, 4, 4, 4)}  # 1,440 procedural dSprites images
 
 
 @pytest.fixture(autouse=True)
@@ -124,7 +124,7 @@ def test_bad_names_and_strengths():
 
 def test_cli_train_traverse_and_errors(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--model", "wtc-vae", "--data", "dsprites-procedural", "--step", "4",
+    args = ["train", "--model", "wtc-vae", "--data", "dsprites-procedural", "--grid-step", "4",
             "--steps", "6", "--batch-size", "8", "--checkpoint-every", "3", "--log-every", "2",
             "--device", "cpu", "--quiet", "--out", str(out)]
     assert wtc_main(args) == 0
@@ -152,12 +152,24 @@ def test_demo_writes_its_report(tmp_path):
     from wtc.demo import run_demo
 
     result = run_demo(tmp_path / "demo", steps=8, device="cpu", progress=False,
-                      data_options={"step": (1, 1, 2, 8, 4, 4)})
+                      data_options={"grid_step": (1, 1, 2, 8, 4, 4)})
     assert {r["model"] for r in result["rows"]} == {"wtc-vae", "beta-vae"}
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "| wtc-vae |" in report and "WDG" in report
     for name in ("wtc-vae", "beta-vae"):
         assert (tmp_path / "demo" / f"{name}-traversals.png").exists()
+    # It sets expectations: what WDG measures and which way is better, one reconstruction
+    # number (the runs' own result.json), the cache and how to clear it, the loss curves.
+    assert "Higher is better" in report and "Lower is better" in report
+    assert "blurry blobs whose shape and rotation are not yet learned" in report
+    assert "not measured yet" in report and "delete that folder" in report
+    assert str(tmp_path / "cache") in report
+    for row in result["rows"]:
+        run = json.loads((tmp_path / "demo" / row["model"] / "result.json").read_text())
+        assert row["reconstruction"] == run["reconstruction_error"]
+        assert f"{row['reconstruction']:.1f}" in report
+        assert (tmp_path / "demo" / row["model"] / "loss_curves.png").exists()
+        assert f"({row['model']}/loss_curves.png)" in report
 
 
 def test_tensorboard_gets_every_logged_term_when_installed(tmp_path, monkeypatch):

@@ -1,21 +1,101 @@
-"""The ``wtc`` command (also ``python -m wtc``)."""
+"""The ``wtc`` command (also ``python -m wtc``).
+
+Every refusal is one line on stderr naming the problem and the fix, with exit status 2; a
+Ctrl-C is one line saying what was kept and how to go on, with exit status 130.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+# What `wtc --help` says (the module docstring is for readers of the code).
+DESCRIPTION = """\
+wtc: disentangled representation learning with Wasserstein total correlation. Trains the
+paper's six models, evaluates them with its metrics, and runs its sweeps and report.
+
+  wtc demo                                    # two short runs and a report: ~5 min on a CPU
+  wtc data dsprites-procedural --show x.png   # look at a data set
+  wtc train --model wtc-vae --gamma 10 --steps 2000 --out runs/a
+  wtc eval runs/a --repeats 2 --scale 0.1     # a quick look at a run's metrics
+  wtc COMMAND --help                          # a command's options, defaults and an example
+"""
+
+# Measured: the mini study (README, "Experiments") trained at a median 5.5 steps/s per run on
+# the project's 2-core machine without a GPU, by its runs' log.jsonl.
+CPU_STEPS_PER_S = 5.5
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples kept as written, and every option's default shown where its help does not
+    already say it (an unset None or a False switch says nothing)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False  # identity: 0 == False
+        if "default" in text or unset or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with every usage error on one line (the problem, then where the options are)
+    instead of the usage block; subcommands' parsers are made by this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _alias(parser, old: str, new: str, **kwargs) -> None:
+    """``old``, a deprecated spelling of the flag ``new``: it still works, says so on stderr, and
+    is left out of --help."""
+
+    class Deprecated(argparse._StoreAction):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"{parser.prog}: {old} is deprecated, use {new}", file=sys.stderr)
+            super().__call__(parser, namespace, values, option_string)
+
+    parser.add_argument(old, action=Deprecated, help=argparse.SUPPRESS, default=None, **kwargs)
+
+
+def _refuse(command: str, message) -> int:
+    print(f"wtc {command}: {message}", file=sys.stderr)
+    return 2
+
+
+def _image_path_problem(path, flag: str) -> str | None:
+    """Why ``path`` cannot be a figure's file, or None; its folders are made when it is written."""
+    from wtc.visualize import image_formats
+
+    path = Path(path)
+    if path.is_dir():
+        return f"{flag} {path} is a folder; name the image file to write, e.g. {path / 'x.png'}"
+    if path.suffix[1:].lower() not in image_formats():
+        return (f"{flag} {path}: name an image file ending in .png, .pdf, .svg or .jpg (or "
+                f"another ending matplotlib writes), e.g. {path.with_suffix('.png')}")
+    return None
 
 
 def _add_data_options(parser) -> None:
     """One flag per data-set option in the registry (wtc.data.registry), shared by the data sets
-    that take it; unset flags are None, so each loader's own default applies."""
-    from wtc.data.registry import cli_options
+    that take it; unset flags are None, so each loader's own default applies. A renamed option's
+    old flag still works (deprecated)."""
+    from wtc.data.registry import RENAMED_OPTIONS, cli_options
 
     for name, (option, sets) in cli_options().items():
         flags = [option.flag] + ([f"--{name}"] if option.flag != f"--{name}" else [])
         default = f"; default {option.default}" if option.default is not None else ""
         parser.add_argument(*flags, dest=name, type=option.type, choices=option.choices,
                             default=None, help=f"{option.help} ({', '.join(sets)}{default})")
+    for old, new in RENAMED_OPTIONS.items():
+        if new in cli_options():
+            _alias(parser, "--" + old.replace("_", "-"), cli_options()[new][0].flag, dest=new,
+                   type=cli_options()[new][0].type)
 
 
 def _data_options(args) -> dict:
@@ -25,21 +105,30 @@ def _data_options(args) -> dict:
 
 
 def _cmd_data(args) -> int:
+    import warnings
 
     from wtc.data import DataSetError, load
 
+    if not 1 <= args.count <= 256:
+        return _refuse("data", f"--count {args.count}: show between 1 and 256 images")
+    if args.seed < 0:
+        return _refuse("data", f"--seed {args.seed}: a seed is an integer >= 0")
+    if args.show and (problem := _image_path_problem(args.show, "--show")):
+        return _refuse("data", problem)
     options = _data_options(args)
     try:
-        dataset = load(args.name, root=args.root, **options)
+        with warnings.catch_warnings():  # an old flag was reported once, when it was parsed
+            warnings.simplefilter("ignore", FutureWarning)
+            dataset = load(args.name, root=args.data_root, **options)
     except DataSetError as err:
-        print(f"wtc data: {err}", file=sys.stderr)
-        return 2
+        return _refuse("data", err)
     print(dataset.describe())
     for name, size in zip(dataset.factor_names, dataset.factor_sizes):
         print(f"  {name:<18} {size}")
     if args.show:
         from wtc.visualize import save_examples
 
+        Path(args.show).parent.mkdir(parents=True, exist_ok=True)
         save_examples(dataset, args.show, count=args.count, seed=args.seed)
         print(f"wrote {args.show}")
     return 0
@@ -47,8 +136,12 @@ def _cmd_data(args) -> int:
 
 def _cmd_train(args) -> int:
     from wtc.data import DataSetError
-    from wtc.train import TrainConfig, TrainingError, config_from_args, train
+    from wtc.train import TrainConfig, Trainer, TrainingError, config_from_args
 
+    if args.resume and args.overwrite:
+        return _refuse("train", "--resume continues the run in --out and --overwrite replaces "
+                                "it: pass one of them")
+    trainer = None
     try:
         # --config's file, then every flag given over it: two views of the same fields
         base = TrainConfig.from_file(args.config) if args.config else None
@@ -58,10 +151,15 @@ def _cmd_train(args) -> int:
             config.data_options = {**config.data_options, **options}
         if args.quiet:
             config.progress = False
-        result = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
+        trainer = Trainer(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
+        result = trainer.run()
     except (ValueError, TrainingError, DataSetError) as err:
-        print(f"wtc train: {err}", file=sys.stderr)
-        return 2
+        return _refuse("train", err)
+    except KeyboardInterrupt:
+        print("wtc train: " + (trainer.interrupted() if trainer is not None else
+                               "interrupted before training started; nothing was written"),
+              file=sys.stderr)
+        return 130
     print(f"{args.out}: reconstruction error {result['reconstruction_error']:.2f} after "
           f"{result['steps']} steps")
     return 0
@@ -71,11 +169,18 @@ def _cmd_traverse(args) -> int:
     from wtc.train import TrainingError, load_run
     from wtc.visualize import save_traversals
 
+    if not 2 <= args.steps <= 25:
+        return _refuse("traverse", f"--steps {args.steps}: a traversal has 2 to 25 columns "
+                                   "(default 9)")
+    if args.seed < 0:
+        return _refuse("traverse", f"--seed {args.seed}: a seed is an integer >= 0")
+    if problem := _image_path_problem(args.out, "--out"):
+        return _refuse("traverse", problem)
     try:
         model, config, dataset = load_run(args.run_dir, device=args.device)
-    except TrainingError as err:
-        print(f"wtc traverse: {err}", file=sys.stderr)
-        return 2
+    except (TrainingError, ValueError) as err:
+        return _refuse("traverse", err)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_traversals(model, dataset, args.out, steps=args.steps, seed=args.seed,
                     title=f"{config.model} on {config.data}")
     print(f"wrote {args.out}")
@@ -182,46 +287,106 @@ def _cmd_sweep(args) -> int:
 
 def _cmd_report(args) -> int:
     from wtc.experiments import SweepError, make_report
+    from wtc.runfiles import remove_empty_tree
+    from wtc.train import TrainingError, pick_device
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _refuse("report", f"--out {out} is a file; pass the folder to write the report in")
+    if not Path(args.sweep_dir).is_dir():
+        return _refuse("report", f"{Path(args.sweep_dir).absolute()} does not exist: pass a "
+                                 "sweep's folder (what wtc sweep --out wrote)")
+    existed, ok = out.exists(), False
     try:
-        make_report(args.sweep_dir, args.out, select_by=args.select_by, device=args.device)
-    except (SweepError, ValueError) as err:
-        print(f"wtc report: {err}", file=sys.stderr)
-        return 2
+        pick_device(args.device)  # before anything is written
+        make_report(args.sweep_dir, out, select_by=args.select_by, device=args.device)
+        ok = True
+    except (SweepError, TrainingError, ValueError) as err:
+        return _refuse("report", err)
+    finally:
+        if not (existed or ok):  # a report that failed leaves no empty folder behind
+            remove_empty_tree(out)
     return 0
 
 
 def _cmd_demo(args) -> int:
     from wtc.demo import run_demo
+    from wtc.runfiles import remove_empty_tree
+    from wtc.train import TrainingError
 
-    run_demo(args.out, steps=args.steps, device=args.device, progress=not args.quiet)
+    out = Path(args.out)
+    if args.steps is not None and args.steps < 1:
+        return _refuse("demo", f"--steps {args.steps}: train at least 1 step per model (leave "
+                               "--steps out for the default)")
+    if out.exists() and not out.is_dir():
+        return _refuse("demo", f"--out {out} is a file; pass the folder to write the demo in")
+    existed, ok = out.exists(), False
+    try:
+        run_demo(out, steps=args.steps, device=args.device, progress=not args.quiet)
+        ok = True
+    except (TrainingError, ValueError) as err:
+        return _refuse("demo", err)
+    finally:
+        if not (existed or ok):  # a demo that failed before writing leaves no empty folder
+            remove_empty_tree(out)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wtc", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _train_description() -> str:
+    from wtc.train import TrainConfig
 
-    data = sub.add_parser("data", help="describe a data set and show example images")
+    steps = TrainConfig.steps
+    hours = steps / CPU_STEPS_PER_S / 3600
+    import textwrap
+
+    return "\n\n".join(textwrap.fill(part, 88) for part in (
+        "Train one run. Its settings are TrainConfig's fields: from --config (a run's "
+        "config.json), then each flag given.",
+        f"The defaults are the paper's: {steps:,} steps of batch {TrainConfig.batch_size}, Adam "
+        f"{TrainConfig.lr:g}. On a CPU that costs about {hours:.0f} hours a run (one run trained "
+        f"at {CPU_STEPS_PER_S} steps/s on a 2-core machine, by the mini study's logs); for a "
+        "first look pass --steps 2000 (about 6 minutes there). A checkpoint is written every "
+        f"{TrainConfig.checkpoint_every:,} steps or {TrainConfig.checkpoint_minutes:g} minutes, "
+        "whichever comes first: Ctrl-C says how to resume."))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from wtc import __version__
+
+    parser = _Parser(prog="wtc", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"wtc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser(
+        "data", help="describe a data set and show example images",
+        description="Describe a data set (its images and factors) and save example images.",
+        epilog="example:\n  wtc data dsprites-procedural --grid-step 2 --show examples.png\n"
+               "  wtc data dsprites --data-root ~/data")
     from wtc.data import NAMES
     from wtc.data.registry import DATASETS
 
     data.add_argument("name", choices=NAMES, metavar="NAME",
                       help="; ".join(n + (f" ({', '.join(o.flag for o in DATASETS[n].options)})"
                                           if DATASETS[n].options else "") for n in NAMES))
-    data.add_argument("--root", default=None, help="folder holding the data set's file")
-    data.add_argument("--show", default=None, metavar="OUT.png", help="save example images")
-    data.add_argument("--count", type=int, default=16, help="how many examples to show")
-    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--data-root", default=None, metavar="FOLDER",
+                      help="folder holding the data set's file (default: $WTC_DATA, then the "
+                           "usual places)")
+    _alias(data, "--root", "--data-root", dest="data_root")  # its name before 0.1
+    data.add_argument("--show", default=None, metavar="OUT.png",
+                      help="save example images to this file (its folders are made)")
+    data.add_argument("--count", type=int, default=16, help="how many examples to show (1-256)")
+    data.add_argument("--seed", type=int, default=0, help="which examples")
     _add_data_options(data)
     data.set_defaults(run=_cmd_data)
 
     from wtc.models import MODELS
     from wtc.train import add_config_arguments
 
-    tr = sub.add_parser("train", help=f"train a model ({', '.join(MODELS)})",
-                        description="Train one run. Its settings are TrainConfig's fields: "
-                                    "from --config (a run's config.json), then each flag given.")
+    tr = sub.add_parser(
+        "train", help=f"train a model ({', '.join(MODELS)})", description=_train_description(),
+        epilog="examples:\n"
+               "  wtc train --model wtc-vae --gamma 10 --steps 2000 --out runs/wtc\n"
+               "  wtc train --config runs/wtc/config.json --out runs/wtc --resume --steps 4000")
     tr.add_argument("--config", default=None, metavar="CONFIG.json",
                     help="start from this TrainConfig JSON (e.g. a run's config.json); flags "
                          "given as well override its values")
@@ -233,12 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar (--no-progress)")
     tr.set_defaults(run=_cmd_train)
 
-    tv = sub.add_parser("traverse", help="latent traversals of a trained run")
-    tv.add_argument("run_dir")
-    tv.add_argument("--out", required=True, metavar="OUT.png")
-    tv.add_argument("--steps", type=int, default=9)
-    tv.add_argument("--seed", type=int, default=2)
-    tv.add_argument("--device", default=None)
+    tv = sub.add_parser(
+        "traverse", help="latent traversals of a trained run",
+        description="Decode each latent dimension swept from its 2nd to its 98th percentile over "
+                    "the data around one image's code (rows: dimensions; columns: percentiles).",
+        epilog="example:\n  wtc traverse runs/wtc --out runs/wtc/traversals.png")
+    tv.add_argument("run_dir", help="a run's folder (wtc train --out)")
+    tv.add_argument("--out", required=True, metavar="OUT.png",
+                    help="the image to write (its folders are made)")
+    tv.add_argument("--steps", type=int, default=9, help="columns per dimension (2-25)")
+    tv.add_argument("--seed", type=int, default=2, help="which image's code is swept")
+    tv.add_argument("--device", default=None, help="default: cuda if a GPU is visible, else cpu")
     tv.set_defaults(run=_cmd_traverse)
 
     from wtc.metrics import METRICS, PROTOCOLS, default_metrics
@@ -300,9 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "repeatable")
     sw.set_defaults(run=_cmd_sweep)
 
-    rp = sub.add_parser("report", help="table 1 and figures 2-7 of a sweep folder")
-    rp.add_argument("sweep_dir")
-    rp.add_argument("--out", required=True, metavar="REPORT_DIR")
+    rp = sub.add_parser("report", help="table 1 and figures 2-7 of a sweep folder",
+                        epilog="example:\n  wtc report runs/mini --out reports/mini")
+    rp.add_argument("sweep_dir", help="a sweep's folder (wtc sweep --out)")
+    rp.add_argument("--out", required=True, metavar="REPORT_DIR",
+                    help="the report's folder (made; left out when the report fails)")
     rp.add_argument("--select-by", default="factor_vae",
                     choices=[m for m, entry in METRICS.items() if entry.column],
                     help="the metric that picks each model's best strength for table 1")
@@ -310,12 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(run=_cmd_report)
 
     demo = sub.add_parser("demo", help="train WTC-VAE and beta-VAE on procedural dSprites and "
-                                       "write a small report")
-    demo.add_argument("--out", default="wtc-demo")
+                                       "write a small report",
+                          epilog="examples:\n  wtc demo                 # about 5 minutes on a "
+                                 "2-core CPU\n  wtc demo --steps 300 --out /tmp/demo")
+    demo.add_argument("--out", default="wtc-demo", help="the demo's folder")
     demo.add_argument("--steps", type=int, default=None,
                       help="training steps per model (default: 1200 on CPU, 30000 on a GPU)")
-    demo.add_argument("--device", default=None)
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--device", default=None, help="default: cuda if a GPU is visible, else cpu")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_cmd_demo)
     return parser
 
@@ -328,8 +502,30 @@ def main(argv=None) -> int:
     except PluginError as err:
         print(f"wtc: {err}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error, already said in one line; --help goes on out
+        if stop.code in (0, None):
+            raise
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:  # commands with more to say (train, sweep) catch it themselves
+        print(f"wtc {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
+        return 130
+
+
+def _interrupted(args) -> str:
+    """What a Ctrl-C left, for the commands that do not say it themselves."""
+    if args.command == "eval":
+        from wtc.runfiles import EVAL
+
+        return (f"nothing was written ({Path(args.run_dir) / EVAL} is replaced only when an "
+                "evaluation finishes); run the same command again to evaluate")
+    if args.command == "demo":
+        return (f"each run in {args.out} keeps its last checkpoint; run the same command again "
+                "to continue")
+    return "nothing more will be written; run the same command again"
 
 
 if __name__ == "__main__":

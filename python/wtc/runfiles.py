@@ -7,6 +7,7 @@ A run folder (``wtc train --out RUN``, or one run of a sweep) holds:
     log.jsonl           one record of loss terms per ``log_every`` steps
     result.json         written when training finished: steps and reconstruction error
     reconstructions.png originals and their reconstructions
+    loss_curves.png     every logged loss term against the step, drawn from log.jsonl
     eval.json           ``wtc eval``'s metrics
     tensorboard/        the same records for TensorBoard (when installed)
     sweep.log, .lock    a sweep's child output and its lock on the run
@@ -25,6 +26,7 @@ CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 RESULT = "result.json"
 RECONSTRUCTIONS = "reconstructions.png"
+LOSS_CURVES = "loss_curves.png"
 EVAL = "eval.json"
 TENSORBOARD = "tensorboard"
 SWEEP_LOG = "sweep.log"
@@ -72,6 +74,23 @@ def save_numpy_atomic(path, array) -> None:
             np.save(f, array)
 
     atomic_write(path, write)
+
+
+def remove_empty_tree(path) -> None:
+    """Remove ``path`` if it holds nothing but empty folders: what a command that failed before
+    writing anything leaves behind. Anything holding a file stays."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    for folder in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        try:
+            folder.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def read_json(path):

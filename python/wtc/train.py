@@ -4,7 +4,8 @@ Each step: encode a batch, take the adversary steps (critics, discriminator) on 
 codes, then the main step on the encoder and decoder with the adversaries frozen - so no
 adversary loss reaches the encoder and no in-place error can occur. Seeded and deterministic on
 CPU. Checkpoints (models, optimisers, every RNG state and the data order) are written atomically
-every ``checkpoint_every`` steps and at the end, so a killed run resumes exactly where it stopped.
+every ``checkpoint_every`` steps or ``checkpoint_minutes``, whichever comes first, and at the end,
+so a killed run resumes exactly where it stopped and loses at most a few minutes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from wtc.runfiles import (
     CHECKPOINT,
     CONFIG,
     LOG,
+    LOSS_CURVES,
     RECONSTRUCTIONS,
     RESULT,
     TENSORBOARD,
@@ -36,11 +39,19 @@ from wtc.runfiles import (
 FORMAT = "wtc-checkpoint-v1"
 # Settings a resumed run may change; everything else must match the run being resumed.
 RESUMABLE_CHANGES = {"steps", "device", "progress", "log_every", "checkpoint_every",
-                     "eval_samples", "tensorboard"}
+                     "checkpoint_minutes", "eval_samples", "tensorboard"}
+# The clock of time-based checkpoints (a name of its own, so tests can move it).
+_clock = time.monotonic
+# Loss curves are redrawn at a checkpoint at most this often: drawing takes about a second.
+CURVES_EVERY_S = 300.0
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on: non-finite loss, bad checkpoint, occupied folder."""
+
+
+class DeviceError(TrainingError, ValueError):
+    """A device that does not exist or is not visible: caught wherever a bad value is."""
 
 
 def _field(default, help: str, unset: str | None = None):
@@ -60,7 +71,7 @@ class TrainConfig:
     data_root: str | None = _field(None, "the folder holding the data set's file",
                                    unset="the data set's usual place")
     data_options: dict = field(default_factory=dict, metadata={
-        "help": "options for wtc.data.load as a JSON object, e.g. '{\"step\": 2}'; the data "
+        "help": "options for wtc.data.load as a JSON object, e.g. '{\"grid_step\": 2}'; the data "
                 "options' own flags override its keys"})
     beta: float | None = _field(None, "strength beta, for the models that take it",
                                 unset="the model's")
@@ -77,6 +88,8 @@ class TrainConfig:
     seed: int = _field(0, "seed of the initial weights, the data order and every sample")
     device: str | None = _field(None, "cpu, cuda, cuda:1, ...", unset="cuda if present, else cpu")
     checkpoint_every: int = _field(10_000, "steps between checkpoints")
+    checkpoint_minutes: float = _field(10.0, "minutes between checkpoints (whichever of this and "
+                                             "checkpoint_every comes first)")
     log_every: int = _field(100, "steps between log.jsonl records")
     eval_samples: int = _field(2048, "images for the final reconstruction error")
     progress: bool = _field(True, "show a progress bar")
@@ -158,6 +171,8 @@ class TrainConfig:
                 if key not in allowed:
                     raise ValueError(f"{self.model} has no {key} (it takes "
                                      f"{', '.join(allowed) or 'none'})")
+                if not value >= 0:  # a weight: a negative one (or NaN) turns a penalty around
+                    raise ValueError(f"{key} must be >= 0, got {value}")
                 out[key] = value
         return out
 
@@ -178,6 +193,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.seed < 0:  # numpy's generators take none
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not self.checkpoint_minutes > 0:
+            raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
+        parse_device(self.device)  # the spelling only: a GPU may be visible where the run runs
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         if self.estimator not in models.BetaTCVAE.ESTIMATORS:
@@ -209,6 +229,11 @@ def add_config_arguments(parser) -> None:
         text = f.metadata.get("help", name)
         if name == "model":  # the registry's names, read when the parser is made
             text += ": " + ", ".join(models.MODELS)
+        if name in _strength_fields():  # what it weighs in each model that takes it
+            text += ". " + "; ".join(
+                f"{model}: {cls.strength_help.get(name, 'a strength')}, default "
+                f"{cls.defaults[name]:g}" for model, cls in models.REGISTRY.items()
+                if name in cls.defaults)
         shown = json.dumps(default) if kind == "dict" else default
         if default is None:
             shown = f.metadata.get("unset") or "none"
@@ -251,10 +276,33 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
-def pick_device(device: str | None) -> torch.device:
-    if device:
+def parse_device(device: str | None) -> torch.device | None:
+    """``device`` as a torch.device, or a DeviceError naming the spellings torch takes."""
+    if not device:
+        return None
+    try:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"unknown device {device!r}: use cpu, cuda or cuda:N (N a GPU's "
+                          "index), or leave --device out for cuda when a GPU is visible, "
+                          "else cpu") from None
+
+
+def pick_device(device: str | None) -> torch.device:
+    """The device to run on (default: cuda if a GPU is visible, else cpu); a DeviceError when
+    the one asked for is not visible."""
+    dev = parse_device(device)
+    if dev is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: no CUDA device is visible to torch "
+                              f"{torch.__version__}; --device cpu runs on the CPU")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(f"--device {device}: only {count} CUDA device(s) are visible "
+                              f"(cuda:0 to cuda:{count - 1})")
+    return dev
 
 
 def build_model(config: TrainConfig, dataset) -> models.DisentanglingModel:
@@ -284,18 +332,23 @@ class Trainer:
         self.out = Path(out)
         self.config = config
         self.device = pick_device(config.device)
+        if self.out.exists() and not self.out.is_dir():
+            raise TrainingError(f"{self.out} is a file; --out takes the run's folder")
         existing = ((self.out / CONFIG).exists() and not self._prepared()
                     or (self.out / CHECKPOINT).exists())
         if existing and not (resume or overwrite):
             raise TrainingError(f"{self.out} already holds a run; pass --resume to continue it "
                                 "or --overwrite to replace it")
         self.resume_state = None
+        self.saved_step = None  # the step of the checkpoint on disk, once there is one
         self._nonfinite = {}  # loss name -> device flag: not finite since the last check
         if resume and (self.out / CHECKPOINT).exists():
             self.resume_state = load_checkpoint(self.out / CHECKPOINT)
             self._check_compatible(self.resume_state["config"])
+            self.saved_step = int(self.resume_state["step"])
         elif resume and existing:
-            raise TrainingError(f"{self.out} has a config but no checkpoint to resume from")
+            raise TrainingError(f"{self.out} has a config but no checkpoint to resume from; "
+                                "pass --overwrite instead of --resume to start it again")
         if overwrite and not resume:
             for name in (CHECKPOINT, LOG, RESULT):
                 (self.out / name).unlink(missing_ok=True)
@@ -326,7 +379,9 @@ class Trainer:
         diffs = self._differences(saved)
         if diffs:
             raise TrainingError("cannot resume: the checkpoint belongs to a different run ("
-                                + "; ".join(diffs) + "); nothing was overwritten")
+                                + "; ".join(diffs) + "); nothing was overwritten. Resume with "
+                                f"its own settings (--config {self.out / CONFIG}) or pass "
+                                "--overwrite instead of --resume to replace it")
 
     # -- state ---------------------------------------------------------------------------------
     def _state(self, step: int, data_rng: np.random.Generator) -> dict:
@@ -422,13 +477,16 @@ class Trainer:
                            dynamic_ncols=True)
             self.model.train()
             t0, last_step = time.perf_counter(), start
+            last_save = last_curves = _clock()
+            every_s = config.checkpoint_minutes * 60
             for step in range(start, config.steps):
                 indices = data_rng.integers(0, len(self.dataset), config.batch_size)
                 x = self.dataset.batch(indices).to(self.device, non_blocking=True)
                 terms = self.step(x)
                 done = step + 1
                 log_now = done % config.log_every == 0 or done == config.steps
-                save_now = done % config.checkpoint_every == 0 or done == config.steps
+                save_now = (done % config.checkpoint_every == 0 or done == config.steps
+                            or _clock() - last_save >= every_s)
                 if log_now or save_now:
                     self._check_finite(checked, step, terms)
                     checked = done
@@ -449,6 +507,12 @@ class Trainer:
                                          if k in record} | {"it/s": f"{rate:.1f}"})
                 if save_now:
                     save_torch_atomic(self._state(done, data_rng), self.out / CHECKPOINT)
+                    self.saved_step = done
+                    last_save = _clock()
+                    if last_save - last_curves >= CURVES_EVERY_S and done < config.steps:
+                        log.flush()
+                        self.draw_loss_curves()
+                        last_curves = _clock()
                 if bar is not None:
                     bar.update(1)
         finally:
@@ -466,6 +530,9 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # the tensorboard package is optional; log.jsonl has everything
+            print(f"tensorboard is not installed: logs go to {self.out / LOG} only (pip install "
+                  "'wtc[tensorboard]' for TensorBoard, or --no-tensorboard to silence this)",
+                  file=sys.stderr)
             return None
         # purge_step drops events a killed run logged after its last checkpoint
         return SummaryWriter(log_dir=str(self.out / TENSORBOARD),
@@ -479,9 +546,33 @@ class Trainer:
         rec = reconstruction_error(self.model, self.dataset,
                                    num_samples=self.config.eval_samples, seed=0)
         save_reconstructions(self.model, self.dataset, self.out / RECONSTRUCTIONS)
+        self.draw_loss_curves()
         result = {"steps": self.config.steps, "reconstruction_error": rec}
         write_json_atomic(result, self.out / RESULT)
         return result
+
+    def draw_loss_curves(self) -> None:
+        """RUN/loss_curves.png from log.jsonl. A figure that fails is reported, never fatal:
+        it must not cost a run its training."""
+        from wtc.visualize import save_loss_curves
+
+        try:
+            save_loss_curves(self.out / LOG, self.out / LOSS_CURVES,
+                             title=f"{self.config.model} on {self.config.data}")
+        except Exception as err:  # noqa: BLE001  (matplotlib raises many types)
+            print(f"could not draw {self.out / LOSS_CURVES}: {err}", file=sys.stderr)
+
+    def interrupted(self) -> str:
+        """What a stopped run kept and the command that continues it (wtc train's Ctrl-C)."""
+        config = self.out / CONFIG
+        if self.saved_step is None:
+            return (f"interrupted before the first checkpoint (every "
+                    f"{self.config.checkpoint_every} steps or "
+                    f"{self.config.checkpoint_minutes:g} minutes): nothing to resume; start "
+                    f"again with: wtc train --config {config} --out {self.out} --overwrite")
+        return (f"interrupted; {self.out / CHECKPOINT} holds step {self.saved_step} of "
+                f"{self.config.steps}; continue with: wtc train --config {config} --out "
+                f"{self.out} --resume")
 
 
 def train(config: TrainConfig, out, resume: bool = False, overwrite: bool = False) -> dict:
@@ -491,8 +582,13 @@ def train(config: TrainConfig, out, resume: bool = False, overwrite: bool = Fals
 def load_run(run_dir, device: str | None = None):
     """(model in eval mode, config, dataset) of a run folder's last checkpoint."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise TrainingError(f"{run_dir.absolute()} does not exist: pass a run's folder (what "
+                            "wtc train --out or a sweep wrote)")
     if not (run_dir / CHECKPOINT).exists():
-        raise TrainingError(f"{run_dir} has no {CHECKPOINT}: not a finished or running wtc run")
+        raise TrainingError(f"{run_dir} has no {CHECKPOINT}: not a finished or running wtc run "
+                            "(a run writes its first checkpoint after checkpoint_every steps or "
+                            "checkpoint_minutes)")
     state = load_checkpoint(run_dir / CHECKPOINT)
     config = TrainConfig.from_json(dict(state["config"]), where=f"{run_dir / CHECKPOINT}")
     dataset = load_data(config.data, root=config.data_root, **config.data_options)

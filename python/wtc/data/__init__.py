@@ -3,7 +3,7 @@ keeps them (never downloaded), and procedural look-alikes that need no files.
 
     wtc.data.load("dsprites")                        # $WTC_DATA, or dlib / disent layouts
     wtc.data.load("dsprites", root="~/data", protocol="dlib")
-    wtc.data.load("dsprites-procedural", step=2)     # rendered locally, cached
+    wtc.data.load("dsprites-procedural", grid_step=2)  # rendered locally, cached
 
 Each data set is declared once, beside its loader, in the registry (wtc.data.registry);
 ``NAMES``, ``CLI_OPTIONS``, ``find_file``, ``load`` and the command line are derived from it.
@@ -17,10 +17,12 @@ from pathlib import Path
 from wtc.data.base import DataSetError, GroundTruthDataset
 from wtc.data.registry import (
     DATASETS,
+    RENAMED_OPTIONS,
     DataSetEntry,
     Option,
     check_options,
     register_dataset,
+    renamed_options,
     unregister_dataset,
 )
 
@@ -32,6 +34,7 @@ __all__ = [
     "CLI_OPTIONS",
     "DATASETS",
     "NAMES",
+    "RENAMED_OPTIONS",
     "DataSetEntry",
     "DataSetError",
     "GroundTruthDataset",
@@ -41,6 +44,7 @@ __all__ = [
     "find_file",
     "load",
     "register_dataset",
+    "renamed_options",
     "unregister_dataset",
 ]
 
@@ -75,6 +79,7 @@ def find_file(name: str, root=None, variant: str | None = None, **options) -> Pa
     entry = _registry.get(name)
     if entry.procedural:
         raise ValueError(f"{name} is procedural: it needs no files")
+    options = renamed_options(options)
     if variant is not None:
         options["variant"] = variant
     file, subdirs = _registry.file_and_folders(entry, options)
@@ -82,25 +87,26 @@ def find_file(name: str, root=None, variant: str | None = None, **options) -> Pa
     for base in data_roots(root):
         for folder in [base] + [base / s for s in subdirs]:
             candidate = folder / file
-            tried.append(candidate)
+            tried.append(candidate.absolute())  # a relative path says nothing in a log
             if candidate.exists():
                 return candidate
-    hint = (f" or use the procedural look-alike that needs no files: '{entry.lookalike}'"
+    hint = (f", or use the procedural look-alike that needs no files: '{entry.lookalike}'"
             if entry.lookalike else "")
     raise DataSetError(
         f"{name}: expected the file {file}, looked for it at:\n  "
         + "\n  ".join(str(t) for t in tried)
-        + f"\nPut it in one of these folders, pass root=, or set WTC_DATA to the folder that "
-          f"holds it{hint}. wtc never downloads data sets.")
+        + f"\nPut it in one of these folders, pass the folder that holds it with --data-root "
+          f"(root= from Python), or set WTC_DATA to it{hint}. wtc never downloads data sets.")
 
 
 def load(name: str, root=None, **options) -> GroundTruthDataset:
     """A data set by name (``NAMES``) with its options: those the registry declares (``wtc data
     --help`` lists them per data set: dsprites' protocol, mpi3d's variant, the procedural sets'
-    step) and the loader's other keyword arguments (shapes3d's in_memory, cache_dir, ...). An
-    option the data set does not take, or a value outside an option's choices, is a
-    DataSetError naming it."""
+    grid_step, whose old name step is still accepted) and the loader's other keyword arguments
+    (shapes3d's in_memory, cache_dir, ...). An option the data set does not take, or a value
+    outside an option's choices, is a DataSetError naming it."""
     entry = _registry.get(name)
+    options = renamed_options(options)
     check_options(name, options)
     path = None if entry.procedural else find_file(name, root, **options)
     return _registry.open_dataset(entry, path, options)

@@ -156,16 +156,20 @@ class GroundTruthDataset(torch.utils.data.Dataset):
                 f"{self.image_size}; factors: {factors or 'none'}")
 
 
-# From Python, step may also be one int per factor.
-STEP = Option("step", int, 1, help="keep every step-th class of each factor (quick tests)")
+# From Python, grid_step may also be one int per factor. Named so that it cannot be taken for
+# the training steps (--steps); "step", its old name, is still accepted (RENAMED_OPTIONS).
+GRID_STEP = Option("grid_step", int, 1,
+                   help="keep every N-th class of each factor (smaller grids for quick tests)")
+STEP = GRID_STEP  # the old name of the declaration, for imports
 
 
 def subset_steps(factor_sizes: Sequence[int], step) -> list[np.ndarray]:
-    """The classes kept per factor for a grid subset: ``step`` is an int or one int per factor."""
+    """The classes kept per factor for a grid subset: ``step`` (the data sets' ``grid_step``) is
+    an int or one int per factor."""
     steps = [step] * len(factor_sizes) if isinstance(step, int) else list(step)
     if len(steps) != len(factor_sizes) or any(int(s) < 1 for s in steps):
-        raise ValueError(f"step must be a positive int or one per factor ({len(factor_sizes)}), "
-                         f"got {step}")
+        raise DataSetError(f"grid_step must be a positive int or one per factor "
+                           f"({len(factor_sizes)}), got {step}")
     return [np.arange(0, size, int(s)) for size, s in zip(factor_sizes, steps)]
 
 

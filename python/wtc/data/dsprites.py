@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from wtc.data.base import (
-    STEP,
+    GRID_STEP,
     DataSetError,
     GroundTruthDataset,
     cache_root,
@@ -190,17 +190,17 @@ def render_grid(classes: list[np.ndarray], threads: int | None = None) -> np.nda
 
 
 @register_dataset("dsprites-procedural", factor_names=FACTOR_NAMES, factor_sizes=FACTOR_SIZES,
-                  options=[PROTOCOL, STEP])
+                  options=[PROTOCOL, GRID_STEP])
 class DSpritesProcedural(_PackedDSprites):
     """The dSprites grid rendered with numpy (same factors, values, order and index).
 
-    ``step``: keep every step-th class of each factor (an int or one per factor) for quick
+    ``grid_step``: keep every N-th class of each factor (an int or one per factor) for quick
     tests; ``cache_dir``: where the bit-packed render is kept between runs (default
     ``$WTC_CACHE`` or ``~/.cache/wtc``; ``None`` disables it only if ``cache=False``).
     """
 
-    def __init__(self, protocol: str = "paper", step=1, cache: bool = True, cache_dir=None):
-        self.classes = subset_steps(FACTOR_SIZES, step)
+    def __init__(self, protocol: str = "paper", grid_step=1, cache: bool = True, cache_dir=None):
+        self.classes = subset_steps(FACTOR_SIZES, grid_step)
         sizes = tuple(len(c) for c in self.classes)
         packed = None
         path = None

@@ -88,6 +88,36 @@ class DataSetEntry:
 
 DATASETS: dict[str, DataSetEntry] = {}
 
+# Options renamed since they were first declared: old name -> new name. The old names are still
+# accepted (``load``, sweep specs' data_options, the command line) with a deprecation message.
+RENAMED_OPTIONS = {"step": "grid_step"}
+
+
+def deprecation(old: str) -> str:
+    """The message for a renamed option, naming both spellings of each."""
+    new = RENAMED_OPTIONS[old]
+    return (f"the data set option '{old}' (--{old.replace('_', '-')}) is deprecated: use "
+            f"'{new}' (--{new.replace('_', '-')}) instead")
+
+
+def renamed_options(options: dict) -> dict:
+    """``options`` with each deprecated name replaced by its new one, warning once per call
+    (a FutureWarning: users see it, unlike a DeprecationWarning)."""
+    import warnings
+
+    out = dict(options)
+    for old, new in RENAMED_OPTIONS.items():
+        if old in out:
+            value = out.pop(old)
+            if new in out and out[new] != value:
+                from wtc.data.base import DataSetError
+
+                raise DataSetError(f"both '{old}' and '{new}' are given; '{old}' is the old name "
+                                   f"of '{new}': pass '{new}' only")
+            out.setdefault(new, value)
+            warnings.warn(deprecation(old), FutureWarning, stacklevel=3)
+    return out
+
 
 def _parameters(loader):
     try:

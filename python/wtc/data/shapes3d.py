@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import STEP, DataSetError, GroundTruthDataset, subset_steps
+from wtc.data.base import GRID_STEP, DataSetError, GroundTruthDataset, subset_steps
 from wtc.data.registry import register_dataset
 
 FILE_NAME = "3dshapes.h5"
@@ -156,23 +156,23 @@ def _object(scale, shape, orientation):
     return shading, shadow
 
 
-@register_dataset("shapes3d-procedural", factor_sizes=FACTOR_SIZES, options=[STEP])
+@register_dataset("shapes3d-procedural", factor_sizes=FACTOR_SIZES, options=[GRID_STEP])
 class Shapes3DProcedural(GroundTruthDataset):
     """A Shapes3D look-alike over the same factor grid, composited lazily per batch.
 
     Backgrounds (floor x wall x orientation, plain and in shadow) and coloured objects (scale x
     shape x orientation x object hue) are rendered once as uint8 (about 100 MB for the full grid;
     HSV with S = 1 is linear in V, so an object's colour is its shading times its hue's RGB); a
-    batch is three uint8 gathers and two masked selects. ``step`` keeps every step-th class of
-    each factor.
+    batch is three uint8 gathers and two masked selects. ``grid_step`` keeps every N-th class
+    of each factor.
     """
 
     name = "shapes3d-procedural"
     factor_names = FACTOR_NAMES
     channels = 3
 
-    def __init__(self, step=1):
-        self.classes = subset_steps(FACTOR_SIZES, step)
+    def __init__(self, grid_step=1):
+        self.classes = subset_steps(FACTOR_SIZES, grid_step)
         self.factor_sizes = tuple(len(c) for c in self.classes)
         fh, wh, oh, sc, sh, orient = self.classes
         backgrounds = np.stack([

@@ -15,7 +15,7 @@ preset with ``preset = "mini"`` and override any key.
     wtc-wae = {beta = 1.0}
 
     [data_options.dsprites-procedural]
-    step = 2
+    grid_step = 2
 
     [train]                # any other TrainConfig field, for every run
     latent_dim = 10
@@ -93,7 +93,7 @@ class SweepSpec:
         return [float(v) for v in self.strengths.get(model, PAPER_STRENGTHS[model])]
 
     def validate(self) -> SweepSpec:
-        from wtc.data import CLI_OPTIONS, NAMES
+        from wtc.data import CLI_OPTIONS, NAMES, RENAMED_OPTIONS
         from wtc.metrics.evaluate import METRICS, PROTOCOLS, SIZE_NAMES
 
         def check_names(kind, given, valid):
@@ -118,7 +118,8 @@ class SweepSpec:
                 raise SpecError(f"data_options.{name} must be a table of options, got "
                                 f"{options!r}")
             # each run's wtc train gets them as command-line options
-            check_names(f"option in [data_options.{name}]", list(options), list(CLI_OPTIONS))
+            check_names(f"option in [data_options.{name}]", list(options),
+                        list(CLI_OPTIONS) + list(RENAMED_OPTIONS))  # old names still accepted
         for model, values in self.strengths.items():
             if model not in self.models:
                 raise SpecError(f"[strengths] sets {model}, which is not in models "

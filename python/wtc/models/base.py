@@ -147,6 +147,8 @@ class DisentanglingModel(nn.Module, abc.ABC):
     # The declarations :func:`register` reads (see the module's docstring).
     name = ""
     defaults: ClassVar[dict] = {}  # strength name -> default value
+    # strength name -> what it weighs, in a few words (wtc train --help shows it per model)
+    strength_help: ClassVar[dict] = {}
     swept = ""  # the strength a sweep varies
     paper_grid: tuple = ()  # the swept strength's values in the paper's table 4
     config_options: tuple = ()  # TrainConfig fields passed to the constructor

@@ -27,6 +27,7 @@ from wtc_ext.nn import MLPCritic
 class BetaVAE(DisentanglingModel):
     name = "beta-vae"
     defaults: ClassVar[dict] = {"beta": 4.0}
+    strength_help: ClassVar[dict] = {"beta": "weight of the KL term KL(q(z|x) || p(z))"}
     swept = "beta"
     paper_grid = (1.0, 4.0, 8.0, 16.0)
 
@@ -40,6 +41,8 @@ class BetaVAE(DisentanglingModel):
 class FactorVAE(DisentanglingModel):
     name = "factor-vae"
     defaults: ClassVar[dict] = {"gamma": 10.0}
+    strength_help: ClassVar[dict] = {"gamma": "weight of the total correlation (a discriminator's "
+                                                   "estimate)"}
     swept = "gamma"
     paper_grid = (10.0, 20.0, 40.0, 80.0)
 
@@ -72,6 +75,8 @@ class BetaTCVAE(DisentanglingModel):
 
     name = "beta-tcvae"
     defaults: ClassVar[dict] = {"beta": 4.0}
+    strength_help: ClassVar[dict] = {"beta": "weight of the total correlation (minibatch "
+                                                  "estimate of log q(z))"}
     swept = "beta"
     paper_grid = (1.0, 4.0, 8.0, 16.0)
     config_options = ("estimator",)
@@ -129,6 +134,8 @@ class WTCVAE(DisentanglingModel):
 
     name = "wtc-vae"
     defaults: ClassVar[dict] = {"gamma": 10.0}
+    strength_help: ClassVar[dict] = {"gamma": "weight of the Wasserstein total correlation "
+                                                   "(a critic's W1 to the shuffled codes)"}
     swept = "gamma"
     paper_grid = (10.0, 20.0, 40.0, 80.0)
 

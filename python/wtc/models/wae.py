@@ -24,6 +24,8 @@ class WAE(DisentanglingModel):
 
     name = "wae"
     defaults: ClassVar[dict] = {"beta": 1.0}
+    strength_help: ClassVar[dict] = {"beta": "weight of the W1 between the codes and the "
+                                                  "prior (a critic)"}
     swept = "beta"
     paper_grid = (1.0, 4.0, 8.0, 16.0)
 
@@ -48,6 +50,10 @@ class WTCWAE(DisentanglingModel):
 
     name = "wtc-wae"
     defaults: ClassVar[dict] = {"beta": 1.0, "gamma": 10.0}
+    strength_help: ClassVar[dict] = {"beta": "weight of the W1 between the shuffled codes "
+                                                  "and the prior",
+                                         "gamma": "weight of the Wasserstein total "
+                                                  "correlation"}
     swept = "gamma"
     paper_grid = (10.0, 20.0, 40.0, 80.0)
 
