@@ -274,12 +274,14 @@ def _check_weights(w, values, name):
         w = torch.as_tensor(w, dtype=values.dtype, device=values.device)
     _check_real(w, name, "wasserstein_1d")
     _check_device(w, name, values.device, "wasserstein_1d", "its samples")
-    if w.shape != values.shape:
-        try:
-            w = w.expand(values.shape)
-        except RuntimeError:
-            raise ValueError(f"wasserstein_1d: {name} of shape {tuple(w.shape)} does not match "
-                             f"the samples' shape {tuple(values.shape)}") from None
+    try:
+        if torch.broadcast_shapes(w.shape, values.shape) != values.shape:
+            raise RuntimeError
+    except RuntimeError:
+        raise ValueError(f"wasserstein_1d: {name} of shape {tuple(w.shape)} does not match "
+                         f"the samples' shape {tuple(values.shape)}") from None
+    # The values as given, before broadcasting: bad weights are an error even where the
+    # samples have no rows (and the checks read each weight once).
     w = w.to(values.dtype)
     if w.numel() and not w.is_meta:  # (meta tensors have no values to check)
         # Two passes: non-negative weights with finite row totals are all finite.
@@ -288,7 +290,7 @@ def _check_weights(w, values, name):
             raise ValueError(f"wasserstein_1d: {name} must be finite and non-negative")
         if not bool((totals > 0).all()):
             raise ValueError(f"wasserstein_1d: {name} must have a positive total in every row")
-    return w
+    return w.expand(values.shape)
 
 
 def wasserstein_1d(u: torch.Tensor, v: torch.Tensor, u_weights: torch.Tensor | None = None,
