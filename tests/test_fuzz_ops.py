@@ -615,3 +615,14 @@ def test_size_checks_come_first():
     with pytest.raises(ValueError, match="2\\^31 - 1 rows"):
         torch.ops.wtc_ext.conditional_wasserstein.default(
             z, torch.zeros(1, 1, dtype=torch.int64).expand(2**31, 1), None, None, 1)
+
+
+def test_critic_op_meta_mix_is_an_error():
+    """The op itself with one meta tensor among CPU ones (its fake kernel serves the meta
+    device) raises instead of returning uninitialised memory."""
+    p, w, b = torch.randn(4, 3), torch.randn(1, 3), torch.randn(1)
+    for args in [(p, p.to("meta"), torch.rand(4), [w], [b]),
+                 (p.to("meta"), p, torch.rand(4, device="meta"), [w], [b]),
+                 (p, p, torch.rand(4), [w.to("meta")], [b])]:
+        with pytest.raises(ValueError, match=r"\b(q|alpha|weights|p)\b.*device"):
+            torch.ops.wtc_ext.mlp_critic_loss.default(*args, 1.0, 1.0, 1.0, False)

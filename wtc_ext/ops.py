@@ -238,6 +238,11 @@ def critic_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, *, gp_weigh
 @torch.library.register_fake("wtc_ext::mlp_critic_loss")
 def _mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
                           compute_grads):
+    # A CPU op call with one meta tensor lands here: without this check it would return
+    # uninitialised CPU memory.
+    for name, ts in (("q", [q]), ("alpha", [alpha]), ("weights", weights), ("biases", biases)):
+        for t in ts:
+            _check_device(t, name, p.device, "mlp_critic_loss", "p")
     scalar = p.new_empty(())
     if not compute_grads:
         return (scalar, p.new_empty(()), p.new_empty(()), [], [], p.new_empty((0,)),
