@@ -275,6 +275,32 @@ def test_conditional_permuted_reference_is_permute_dims(device):
                           (z, labels, None, None, 6, True, None, True))
 
 
+def test_opcheck_permuted_with_generator(device):
+    """As for permute_dims (see OPCHECK_WITH_GENERATOR in test_permute_dims.py):
+    test_aot_dispatch_dynamic (and _static) rerun the op with the same generator object, which the
+    eager run advanced, so they cannot pass; the rest of opcheck does, and the compiled op equals eager from
+    equal generator states."""
+    z = torch.randn(40, 3, device=device, dtype=torch.float64)
+    labels = torch.randint(0, 4, (40, 2), device=device)
+    args = (z, labels, None, None, 4, True, torch.Generator(device=device).manual_seed(1), True)
+    torch.library.opcheck(torch.ops.wtc_ext.conditional_wasserstein.default, args,
+                          test_utils=("test_schema", "test_autograd_registration",
+                                      "test_faketensor"))
+    for test in ("test_aot_dispatch_dynamic", "test_aot_dispatch_static"):
+        with pytest.raises(Exception, match="Outputs of the operator are different"):
+            torch.library.opcheck(torch.ops.wtc_ext.conditional_wasserstein.default, args,
+                                  test_utils=test)
+    op = torch.ops.wtc_ext.conditional_wasserstein.default
+    compiled = torch.compile(lambda x, y, g: op(x, y, None, None, 4, True, g, True),
+                             backend="aot_eager", dynamic=True)
+    for n in (40, 30):
+        x, y = z[:n], labels[:n]
+        torch.testing.assert_close(
+            compiled(x, y, torch.Generator(device=device).manual_seed(2)),
+            op(x, y, None, None, 4, True, torch.Generator(device=device).manual_seed(2), True),
+            rtol=0, atol=0, equal_nan=True)
+
+
 def test_conditional_scale_by_range(device):
     """Dividing each column's distances by its range equals dividing the column first; a
     constant column is left unscaled."""

@@ -72,6 +72,9 @@ def _check_permute_dims(z: torch.Tensor) -> None:
 @torch.library.register_fake("wtc_ext::permute_dims")
 def _permute_dims_fake(z, *, generator=None, return_index=True):
     _check_permute_dims(z)
+    if generator is not None and generator.device.type != z.device.type:
+        raise ValueError(f"permute_dims: generator is on device '{generator.device}' but z is on "
+                         f"'{z.device}'; pass a torch.Generator for z's device or generator=None")
     index_shape = z.shape if return_index else (0,)
     return z.new_empty(z.shape), z.new_empty(index_shape, dtype=torch.int64)
 
@@ -116,21 +119,30 @@ def mlp_layers(critic: nn.Module):
     return weights, biases
 
 
-def _check_pair(real: torch.Tensor, fake: torch.Tensor, names=("real", "fake")) -> None:
+def _check_pair(real: torch.Tensor, fake: torch.Tensor, names=("real", "fake"),
+                op="gradient_penalty") -> None:
     a, b = names
     if not isinstance(real, torch.Tensor) or not isinstance(fake, torch.Tensor):
-        raise TypeError(f"expected tensors for {a} and {b}, got {type(real)} and {type(fake)}")
+        raise TypeError(f"{op}: expected tensors for {a} and {b}, got {type(real)} and "
+                        f"{type(fake)}")
+    for name, t in ((a, real), (b, fake)):
+        # torch.rand (the interpolation weights) and the input gradient need a real float dtype
+        if not t.dtype.is_floating_point:
+            raise TypeError(f"{op}: expected {name} to have a floating-point dtype, got {t.dtype}")
+    if real.dtype != fake.dtype:
+        raise TypeError(f"{op}: {a} and {b} must have the same dtype, got {real.dtype} and "
+                        f"{fake.dtype}")
     if real.shape != fake.shape:
-        raise ValueError(f"{a} and {b} must have the same shape, got {tuple(real.shape)} and "
-                         f"{tuple(fake.shape)}")
+        raise ValueError(f"{op}: {a} and {b} must have the same shape, got "
+                         f"{tuple(real.shape)} and {tuple(fake.shape)}")
     if real.device != fake.device:
-        raise ValueError(f"{a} and {b} must be on the same device, got {real.device} and "
-                         f"{fake.device}")
+        raise ValueError(f"{op}: {a} and {b} must be on the same device, got {real.device} "
+                         f"and {fake.device}")
     if real.dim() < 2:
-        raise ValueError(f"{a} and {b} must have shape (B, ...) with a batch dim, got "
+        raise ValueError(f"{op}: {a} and {b} must have shape (B, ...) with a batch dim, got "
                          f"{tuple(real.shape)}")
     if real.shape[0] == 0:  # the means over the batch would be NaN
-        raise ValueError(f"{a} and {b} must hold at least one sample, got shape "
+        raise ValueError(f"{op}: {a} and {b} must hold at least one sample, got shape "
                          f"{tuple(real.shape)}")
 
 
@@ -185,7 +197,10 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     critic or dtype goes through autograd, with the same result.
 
     ``generator`` (or the global seed) draws ``a``; the same generator state gives the same
-    interpolation on both paths. Non-finite inputs give a NaN result.
+    interpolation on both paths. Non-finite inputs are not checked (a device sync a step): the
+    result is then usually NaN or inf, but a ReLU can clip an infinity to a finite value.
+    Integer, bool or complex inputs raise ``TypeError``. The fused path has no second
+    derivatives: a backward through it with ``create_graph=True`` raises.
     """
     _check_pair(real, fake)
     alpha = _interpolation_weights(real, generator)
@@ -208,7 +223,7 @@ def critic_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, *, gp_weigh
     gradient come from one op; ``loss.backward()`` just hands them over. Returns
     ``CriticLoss(loss, w1, gradient_penalty)``; ``w1`` is the estimate mean f(p) - mean f(q).
     """
-    _check_pair(p, q, ("p", "q"))
+    _check_pair(p, q, ("p", "q"), "critic_loss")
     alpha = _interpolation_weights(p, generator)
     fused = _fused_inputs(critic, p)
     if fused is None:
@@ -223,6 +238,11 @@ def critic_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, *, gp_weigh
 @torch.library.register_fake("wtc_ext::mlp_critic_loss")
 def _mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
                           compute_grads):
+    # A CPU op call with one meta tensor lands here: without this check it would return
+    # uninitialised CPU memory.
+    for name, ts in (("q", [q]), ("alpha", [alpha]), ("weights", weights), ("biases", biases)):
+        for t in ts:
+            _check_device(t, name, p.device, "mlp_critic_loss", "p")
     scalar = p.new_empty(())
     if not compute_grads:
         return (scalar, p.new_empty(()), p.new_empty(()), [], [], p.new_empty((0,)),
@@ -238,26 +258,44 @@ def _mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, ce
 # ----------------------------------------------------------------------------------------------
 # Sorted-CDF Wasserstein-1 distances.
 
+_MAX_ROW = 2**31 - 1  # the CPU kernels index a row (or column) with int32
+
+
+def _check_real(t, name, op):
+    # A cast to a real dtype would drop the imaginary part and answer for another input.
+    if t.dtype.is_complex:
+        raise TypeError(f"{op}: expected {name} to have a real dtype, got {t.dtype}")
+
+
+def _check_device(t, name, device, op, other="u"):
+    if t.device != device:
+        raise ValueError(f"{op}: expected {name} on {other}'s device {device}, got {t.device}")
+
+
 def _check_weights(w, values, name):
     if w is None:
         return None
     if not isinstance(w, torch.Tensor):
         w = torch.as_tensor(w, dtype=values.dtype, device=values.device)
-    if w.shape != values.shape:
-        try:
-            w = w.expand(values.shape)
-        except RuntimeError:
-            raise ValueError(f"wasserstein_1d: {name} of shape {tuple(w.shape)} does not match "
-                             f"the samples' shape {tuple(values.shape)}") from None
+    _check_real(w, name, "wasserstein_1d")
+    _check_device(w, name, values.device, "wasserstein_1d", "its samples")
+    try:
+        if torch.broadcast_shapes(w.shape, values.shape) != values.shape:
+            raise RuntimeError
+    except RuntimeError:
+        raise ValueError(f"wasserstein_1d: {name} of shape {tuple(w.shape)} does not match "
+                         f"the samples' shape {tuple(values.shape)}") from None
+    # The values as given, before broadcasting: bad weights are an error even where the
+    # samples have no rows (and the checks read each weight once).
     w = w.to(values.dtype)
-    if w.numel():
+    if w.numel() and not w.is_meta:  # (meta tensors have no values to check)
         # Two passes: non-negative weights with finite row totals are all finite.
         totals = w.sum(-1)
         if not bool(w.min() >= 0) or not bool(torch.isfinite(totals).all()):
             raise ValueError(f"wasserstein_1d: {name} must be finite and non-negative")
         if not bool((totals > 0).all()):
             raise ValueError(f"wasserstein_1d: {name} must have a positive total in every row")
-    return w
+    return w.expand(values.shape)
 
 
 def wasserstein_1d(u: torch.Tensor, v: torch.Tensor, u_weights: torch.Tensor | None = None,
@@ -269,18 +307,31 @@ def wasserstein_1d(u: torch.Tensor, v: torch.Tensor, u_weights: torch.Tensor | N
     Returns the distances, shape = the broadcast leading dims; row by row equal to
     ``scipy.stats.wasserstein_distance``. Sorted-CDF algorithm: sort both samples, merge the two
     CDFs once, integrate |F - G| (in float64 accumulation for float32 inputs). Differentiable in
-    ``u`` and ``v`` (not in the weights). An empty sample gives NaN; NaN samples give NaN.
+    ``u`` and ``v`` (not in the weights), twice too (the first derivative is piecewise constant
+    in the samples). An empty sample gives NaN; NaN samples give NaN. Complex inputs raise
+    ``TypeError``, inputs on different devices (meta included) ``ValueError``.
     """
     if not isinstance(u, torch.Tensor) or not isinstance(v, torch.Tensor):
         raise TypeError("wasserstein_1d: u and v must be tensors")
     if u.dim() < 1 or v.dim() < 1:
         raise ValueError(f"wasserstein_1d: u and v need a sample dim, got shapes "
                          f"{tuple(u.shape)} and {tuple(v.shape)}")
+    _check_real(u, "u", "wasserstein_1d")
+    _check_real(v, "v", "wasserstein_1d")
+    # Here, not only in the op: a CPU u with a meta v would dispatch to the fake kernel.
+    _check_device(v, "v", u.device, "wasserstein_1d")
+    if u.device.type == "cpu" and max(u.shape[-1], v.shape[-1]) > _MAX_ROW:
+        # before the casts and reshapes below, which may copy an expanded input
+        raise ValueError(f"wasserstein_1d: expected at most 2^31 - 1 samples per row in u and "
+                         f"v, got {u.shape[-1]} and {v.shape[-1]}")
     if u.dtype != v.dtype:
         dtype = torch.promote_types(u.dtype, v.dtype)
         u, v = u.to(dtype), v.to(dtype)
     if not u.dtype.is_floating_point:
         u, v = u.double(), v.double()
+    out_dtype = u.dtype
+    if u.dtype not in (torch.float32, torch.float64):  # half and bfloat16: float32 kernels
+        u, v = u.float(), v.float()
     try:
         lead = torch.broadcast_shapes(u.shape[:-1], v.shape[:-1])
     except RuntimeError:
@@ -297,16 +348,33 @@ def wasserstein_1d(u: torch.Tensor, v: torch.Tensor, u_weights: torch.Tensor | N
     uw = None if u_weights is None else u_weights.expand(*lead, n).reshape(rows, n)
     vw = None if v_weights is None else v_weights.expand(*lead, m).reshape(rows, m)
     out = torch.ops.wtc_ext.wasserstein_1d.default(u2, v2, uw, vw)
-    return out.reshape(lead)
+    return out.reshape(lead).to(out_dtype)
+
+
+def _check_wasserstein_1d_fake(u, v, u_weights, v_weights):
+    # Mirrors check_wasserstein_1d_args (C++), so fake tensors fail as real ones do.
+    if u.dim() != 2 or v.dim() != 2 or u.shape[0] != v.shape[0]:
+        raise ValueError(f"wasserstein_1d: expected u (R, n) and v (R, m) with the same R, got "
+                         f"{tuple(u.shape)} and {tuple(v.shape)}")
+    if u.dtype != v.dtype or u.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"wasserstein_1d: expected u and v both float32 or both float64, got "
+                         f"{u.dtype} and {v.dtype}")
+    _check_device(v, "v", u.device, "wasserstein_1d")
+    for name, w, x in (("u_weights", u_weights, u), ("v_weights", v_weights, v)):
+        if w is not None and (w.shape != x.shape or w.device != x.device or w.dtype != x.dtype):
+            raise ValueError(f"wasserstein_1d: {name} must match {name[0]}'s shape, device and "
+                             "dtype")
 
 
 @torch.library.register_fake("wtc_ext::wasserstein_1d")
 def _wasserstein_1d_fake(u, v, u_weights=None, v_weights=None):
+    _check_wasserstein_1d_fake(u, v, u_weights, v_weights)
     return u.new_empty((u.shape[0],))
 
 
 @torch.library.register_fake("wtc_ext::wasserstein_1d_backward")
 def _wasserstein_1d_backward_fake(grad, u, v, u_weights, v_weights):
+    _check_wasserstein_1d_fake(u, v, u_weights, v_weights)
     return u.new_empty(u.shape), v.new_empty(v.shape)
 
 
@@ -324,6 +392,14 @@ def _as_labels(labels: torch.Tensor, n: int, device, ranks: bool = True
     labels = torch.as_tensor(labels)
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"conditional_wasserstein: labels must be integers, got {labels.dtype}")
+    if labels.is_meta or torch.device(device).type == "meta":
+        raise ValueError("conditional_wasserstein: z and labels must not be on the meta device: "
+                         "the labels' classes are found from their values")
+    if labels.dtype == torch.uint64:
+        # int64 would wrap values >= 2^63 to negatives and reorder the classes; flipping the
+        # top bit maps uint64 onto int64 in the same order (x - 2^63), and only order and
+        # differences matter below.
+        labels = labels.view(torch.int64) ^ torch.iinfo(torch.int64).min
     if labels.dim() == 1:
         labels = labels[:, None]
     if labels.dim() != 2 or labels.shape[0] != n:
@@ -333,7 +409,8 @@ def _as_labels(labels: torch.Tensor, n: int, device, ranks: bool = True
     if labels.numel() == 0:
         return labels.contiguous(), [0] * labels.shape[1]
     low, high = torch.aminmax(labels, dim=0)
-    span = int((high - low).max()) + 1
+    # in Python ints: high - low overflows int64 for labels near both ends of its range
+    span = max(h - lo for lo, h in zip(low.tolist(), high.tolist())) + 1
     if span <= 4 * n + 1024:
         shifted = labels - low if bool((low != 0).any()) else labels
         if not ranks:
@@ -390,6 +467,11 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
         raise TypeError("conditional_wasserstein: z must be a tensor")
     if z.dim() != 2:
         raise ValueError(f"conditional_wasserstein: expected z of shape (N, d), got {tuple(z.shape)}")
+    _check_real(z, "z", "conditional_wasserstein")
+    if z.device.type == "cpu" and z.shape[0] > _MAX_ROW:
+        # before the casts and the (N, K) int64 labels below
+        raise ValueError(f"conditional_wasserstein: expected at most 2^31 - 1 rows in z on a "
+                         f"CPU, got {z.shape[0]}")
     if not z.dtype.is_floating_point:
         z = z.double()
     if z.dtype not in (torch.float32, torch.float64):
@@ -406,8 +488,15 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
         raise ValueError("conditional_wasserstein: generator is only used with "
                          "reference='permuted'")
     if reference is not None:
+        if isinstance(reference, torch.Tensor):
+            _check_real(reference, "reference", "conditional_wasserstein")
+            if reference.is_meta:
+                _check_device(reference, "reference", z.device, "conditional_wasserstein", "z")
         reference = torch.as_tensor(reference, device=z.device).to(z.dtype)
     if reference_index is not None:
+        if isinstance(reference_index, torch.Tensor) and reference_index.is_meta:
+            _check_device(reference_index, "reference_index", z.device,
+                          "conditional_wasserstein", "z")
         reference_index = torch.as_tensor(reference_index, device=z.device)
     out = torch.ops.wtc_ext.conditional_wasserstein.default(
         z, classes, reference, reference_index, max(counts, default=1) or 1, permuted,
@@ -418,4 +507,19 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
 @torch.library.register_fake("wtc_ext::conditional_wasserstein")
 def _conditional_wasserstein_fake(z, labels, reference, reference_index, num_classes,
                                   permuted=False, generator=None, scale_by_range=False):
+    # The C++ checks that need no values (check_conditional_args), for fake tensors.
+    if z.dim() != 2 or z.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"conditional_wasserstein: expected z (N, d) float32 or float64, got "
+                         f"{z.dtype} {tuple(z.shape)}")
+    if (labels.dim() != 2 or labels.shape[0] != z.shape[0] or labels.dtype != torch.int64
+            or labels.device != z.device):
+        raise ValueError(f"conditional_wasserstein: expected int64 labels of shape (N, K) = "
+                         f"({z.shape[0]}, K) on z's device, got {labels.dtype} "
+                         f"{tuple(labels.shape)} on {labels.device}")
+    for name, t in (("reference", reference), ("reference_index", reference_index)):
+        if t is not None and (t.shape != z.shape or t.device != z.device):
+            raise ValueError(f"conditional_wasserstein: {name} must match z's shape and device, "
+                             f"got {tuple(t.shape)} on {t.device}")
+    if num_classes < 1:
+        raise ValueError("conditional_wasserstein: num_classes must be >= 1")
     return z.new_empty((z.shape[1], labels.shape[1], num_classes))

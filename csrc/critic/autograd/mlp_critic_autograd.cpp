@@ -48,6 +48,12 @@ class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunc
     torch::autograd::variable_list result(3 + 2 * L + 4);
     const at::Tensor& grad_loss = grad_outputs[0];
     if (!grad_loss.defined()) return result;
+    // The gradients are closed-form constants without history: a graph of them (create_graph)
+    // would give silently wrong second derivatives, so refuse it here, where it is known.
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "wtc_ext critic_loss / gradient_penalty: the fused Linear/ReLU critic path does not "
+                "support create_graph=True (gradients of its gradients); call backward without "
+                "create_graph, or compute the loss with wtc_ext.reference (autograd)");
     auto it = ctx->saved_data.find("grads");
     // Only a backward that frees the graph hands the gradients over, so this cannot fail in a
     // backward that PyTorch itself would allow.

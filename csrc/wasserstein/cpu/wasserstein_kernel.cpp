@@ -31,13 +31,16 @@ at::Tensor w1_rows_cpu(const at::Tensor& u_in, const at::Tensor& v_in,
                        const std::optional<at::Tensor>& v_weights, const at::Tensor& grad,
                        at::Tensor* grad_u, at::Tensor* grad_v) {
   check_wasserstein_1d_args(u_in, v_in, u_weights, v_weights);
+  // Before the copies below: an expanded (stride 0) input of 2^31 samples costs nothing until
+  // it is made contiguous.
+  TORCH_CHECK_VALUE(u_in.size(1) <= std::numeric_limits<int32_t>::max() &&
+                        v_in.size(1) <= std::numeric_limits<int32_t>::max(),
+                    "wasserstein_1d: expected at most 2^31 - 1 samples per row in u and v, got ",
+                    u_in.size(1), " and ", v_in.size(1));
   const at::Tensor u = u_in.contiguous(), v = v_in.contiguous();
   const at::Tensor uw = u_weights.has_value() ? u_weights->contiguous() : at::Tensor();
   const at::Tensor vw = v_weights.has_value() ? v_weights->contiguous() : at::Tensor();
   const int64_t R = u.size(0), n = u.size(1), m = v.size(1);
-  TORCH_CHECK_VALUE(n <= std::numeric_limits<int32_t>::max() &&
-                        m <= std::numeric_limits<int32_t>::max(),
-                    "wasserstein_1d: at most 2^31 - 1 samples per row");
   at::Tensor out = at::empty({R}, u.options());
   if (grad_u) *grad_u = at::zeros_like(u);
   if (grad_v) *grad_v = at::zeros_like(v);
@@ -376,11 +379,13 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
                                        int64_t num_classes, bool permuted,
                                        std::optional<at::Generator> generator,
                                        bool scale_by_range) {
+  // The row limit first: the checks below read (and may copy) all of z.
+  TORCH_CHECK_VALUE(z_in.dim() != 2 || z_in.size(0) <= std::numeric_limits<int32_t>::max(),
+                    "conditional_wasserstein: expected at most 2^31 - 1 rows in z on a CPU, got ",
+                    z_in.size(0));
   // (The labels' range is checked while they are read.)
   check_conditional_args(z_in, labels_in, reference, reference_index, num_classes, permuted,
                          /*check_label_range=*/false);
-  TORCH_CHECK_VALUE(z_in.size(0) <= std::numeric_limits<int32_t>::max(),
-                    "conditional_wasserstein: at most 2^31 - 1 rows");
   // z, reference and reference_index are read column by column through their strides, in
   // any layout; a column-major view (the transpose of a (d, N) tensor) is read contiguously.
   // Any other z is first transposed, in blocks of rows, into memory kept between calls: reading
