@@ -187,6 +187,26 @@ def _cmd_traverse(args) -> int:
     return 0
 
 
+def _check_eval_args(args) -> str | None:
+    """The first bad ``wtc eval`` option as one line naming it and what it takes, or None:
+    checked before the run is loaded, so nothing runs and no eval.json is touched."""
+    import math
+
+    from wtc.metrics.evaluate import protocol_settings
+
+    if args.repeats is not None and args.repeats < 1:
+        return f"--repeats must be an integer >= 1 (the number of evaluations), got {args.repeats}"
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        return f"--scale must be a number > 0 (1 is the protocol's sample sizes), got {args.scale}"
+    if args.seed < 0:
+        return f"--seed must be an integer >= 0, got {args.seed}"
+    try:
+        protocol_settings(args.protocol, args.repeats, args.scale, _sizes(args.size))
+    except ValueError as err:
+        return f"--size: {err}"
+    return None
+
+
 def _cmd_eval(args) -> int:
     import platform
     from pathlib import Path
@@ -197,29 +217,54 @@ def _cmd_eval(args) -> int:
     import torch
 
     from wtc.metrics import evaluate
-    from wtc.runfiles import EVAL, write_json_atomic
+    from wtc.metrics.evaluate import check_result, nan_metrics
+    from wtc.runfiles import EVAL, read_json, write_json_atomic
     from wtc.train import TrainingError, load_run
 
+    bad = _check_eval_args(args)
+    if bad:
+        print(f"wtc eval: {bad}", file=sys.stderr)
+        return 2
+    path = Path(args.run_dir) / EVAL
     try:
         model, config, dataset = load_run(args.run_dir, device=args.device)
         result = evaluate(model, dataset, metrics=args.metrics, protocol=args.protocol,
                           repeats=args.repeats, seed=args.seed, scale=args.scale,
-                          sizes=_sizes(args.size))
+                          sizes=_sizes(args.size), progress=not args.quiet)
     except (TrainingError, ValueError) as err:
         print(f"wtc eval: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = f"{path} is unchanged" if path.exists() else f"nothing was written to {path}"
+        print(f"\nwtc eval: interrupted; {kept}; run the same `wtc eval {args.run_dir} ...` "
+              "again to evaluate (it starts over)", file=sys.stderr)
+        return 130
     result["versions"] = {"torch": torch.__version__, "numpy": np.__version__,
                           "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
                           "python": platform.python_version()}
     result["run"] = {"model": config.model, "data": config.data}
-    path = Path(args.run_dir) / EVAL
+    # Never replace a good result with a worse-formed one: a malformed result is not written,
+    # and one with NaN metrics does not overwrite a complete, finite eval.json.
+    problems = check_result(result)
+    if problems:
+        print(f"wtc eval: not writing {path}: the result is malformed ({'; '.join(problems)})",
+              file=sys.stderr)
+        return 1
+    undefined = nan_metrics(result)
+    old = read_json(path) if path.exists() else None
+    kept = False
+    if undefined and isinstance(old, dict) and not check_result(old) and not nan_metrics(old):
+        path, kept = path.with_name("eval.nan.json"), True
+        print(f"wtc eval: {', '.join(undefined)} undefined (NaN) in every repeat; kept the "
+              f"complete {path.with_name(EVAL)} and wrote this result to {path}",
+              file=sys.stderr)
     write_json_atomic(result, path)  # a killed evaluation never leaves a half-written file
     print(f"{'metric':<14} {'mean':>9} {'std':>9}  ({result['protocol']}, "
           f"{result['repeats']} repeat(s))")
     for name, v in result["metrics"].items():
         print(f"{name:<14} {v['mean']:9.4f} {v['std']:9.4f}")
     print(f"wrote {path}")
-    return 0
+    return 1 if kept else 0  # eval.json was not updated as asked
 
 
 def _sizes(items) -> dict:
@@ -426,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="set one sample size outright (num_train, num_test, votes_train, "
                          "votes_eval, variance_samples); repeatable")
     ev.add_argument("--device", default=None)
+    ev.add_argument("--quiet", action="store_true",
+                    help="no progress bars (encoding every image once, the repeats, the metrics)")
     ev.set_defaults(run=_cmd_eval)
 
     sw = sub.add_parser("sweep", help="train and evaluate every run of a study (resumable), "

@@ -3,6 +3,7 @@ the metrics, the traversals, the demo and the reconstruction error)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -36,3 +37,34 @@ def representation_function(model, batch_size: int = 512):
         return posterior_means(model, images, batch_size)
 
     return represent
+
+
+@torch.no_grad()
+def encode_dataset(model, dataset, batch_size: int = 512, progress: bool = False,
+                   desc: str | None = None) -> torch.Tensor:
+    """Posterior means of every image of ``dataset`` in index order, (len(dataset), d) float32 on
+    the CPU: encoded ``batch_size`` at a time on the model's device, loading only that batch's
+    images (what an evaluation caches instead of encoding a million draws)."""
+    model.eval()
+    device = model_device(model)
+    n = len(dataset)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, unit="img", unit_scale=True, dynamic_ncols=True,
+                   desc=desc or f"encoding {getattr(dataset, 'name', '') or 'data set'}")
+    out = None
+    try:
+        for start in range(0, n, batch_size):
+            index = np.arange(start, min(start + batch_size, n), dtype=np.int64)
+            z = model.represent(dataset.batch(index).to(device)).cpu()
+            if out is None:  # the code size is known only after the first batch
+                out = torch.empty((n, z.shape[1]), dtype=z.dtype)
+            out[start:start + len(index)] = z
+            if bar is not None:
+                bar.update(len(index))
+    finally:
+        if bar is not None:
+            bar.close()
+    return out if out is not None else torch.empty((0, 0))

@@ -7,13 +7,20 @@ votes of batch 64, variances from 12,800 samples, threshold 0.05, votes balanced
 (train) and 5,000 (test); FactorVAE score with a random factor per vote and variances from
 10,000 samples, and every draw disentanglement_lib's, in its order, from RandomState(seed) (see
 wtc.metrics.sampling). Both use 20 histogram bins.
+
+When an evaluation draws more images than the data set holds (the paper protocol on dSprites:
+about 50 million draws of 737,280 images), every image is encoded once and the metrics look
+their codes up (wtc.metrics.cache): the same draws and values, hours less.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+import math
+
 from wtc.metrics._utils import as_codes
+from wtc.metrics.cache import CachedRepresentation, EncodedDataset, cacheable, draws_per_repeat
 from wtc.metrics.registry import (
     METRICS,
     Repeat,
@@ -41,6 +48,16 @@ def protocol_settings(protocol: str, repeats: int | None = None, scale: float = 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
     p = PROTOCOLS[protocol]
+    # refused here rather than evaluated into a table of NaN
+    if repeats is not None and (isinstance(repeats, bool) or int(repeats) != repeats
+                                or repeats < 1):
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    try:
+        scale_ok = math.isfinite(float(scale)) and float(scale) > 0
+    except (TypeError, ValueError):
+        scale_ok = False
+    if not scale_ok:
+        raise ValueError(f"scale must be a number > 0, got {scale!r}")
     repeats = p["repeats"] if repeats is None else int(repeats)
     n = {k: max(2, int(p[k] * scale)) for k in SIZE_NAMES}
     for k, v in (sizes or {}).items():
@@ -62,18 +79,26 @@ def __getattr__(name):
 
 
 def one_repeat(dataset, represent, metrics, n: dict, protocol: str, seed: int,
-               model=None) -> dict:
+               model=None, progress: bool = False) -> dict:
     """One evaluation of ``metrics`` with the protocol's sampling, sample sizes ``n`` and
     ``seed``; ``represent`` maps observations to codes (``model`` is needed only by metrics
     that need it, such as reconstruction). The code-based metrics share one train sample (and
     one test sample, drawn only for the metrics that use it), and MIG and Modularity one mutual
-    information matrix (:class:`wtc.metrics.registry.Repeat`)."""
+    information matrix (:class:`wtc.metrics.registry.Repeat`). ``progress``: a bar over the
+    samples and the metrics, naming the one running."""
     entries = [metric(m) for m in metrics]
     needs = set().union(*(e.needs for e in entries))
     if "model" in needs and model is None:
         raise ValueError("metrics " + ", ".join(e.name for e in entries if "model" in e.needs)
                          + " need the model")
     r = Repeat(dataset, represent, n, PROTOCOLS[protocol], seed, model)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(entries) + bool(needs & {"train", "test"}), leave=False,
+                   desc=f"seed {seed}", unit="step", dynamic_ncols=True)
+        bar.set_postfix_str("samples" if needs & {"train", "test"} else entries[0].name)
     if needs & {"train", "test"}:
         # Every code-based metric of disentanglement_lib starts its own RandomState(seed) and
         # draws the same train and test sets: they are drawn once.
@@ -87,28 +112,111 @@ def one_repeat(dataset, represent, metrics, n: dict, protocol: str, seed: int,
         r.train_codes, r.train_factors = sample(n["num_train"])
         if "test" in needs:
             r.test_codes, r.test_factors = sample(n["num_test"])
-    return {e.name: float(e.function(r)) for e in entries}
+        if bar is not None:
+            bar.update()
+    out = {}
+    try:
+        for e in entries:
+            if bar is not None:
+                bar.set_postfix_str(e.name)
+            out[e.name] = float(e.function(r))
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def use_cache(dataset, metrics, n: dict, repeats: int, cache="auto") -> bool:
+    """Whether :func:`evaluate` encodes every image once: ``cache`` True / False, or "auto":
+    when the evaluation would encode more images than the data set holds."""
+    if cache not in ("auto", True, False):
+        raise ValueError(f"cache must be 'auto', True or False, got {cache!r}")
+    if not cache or not cacheable(dataset):
+        return False
+    return cache is True or repeats * draws_per_repeat(metrics, n) > len(dataset)
 
 
 def evaluate(model, dataset, metrics=None, protocol: str = "paper", repeats: int | None = None,
-             seed: int = 0, scale: float = 1.0, sizes: dict | None = None) -> dict:
+             seed: int = 0, scale: float = 1.0, sizes: dict | None = None, cache="auto",
+             progress: bool = False) -> dict:
     """{metric: {"mean", "std", "values"}} plus the settings used. ``scale`` multiplies every
     sample size (for quick looks; 1.0 is the protocol); ``sizes`` sets named ones outright
     (num_train, num_test, votes_train, votes_eval, variance_samples). ``metrics``: names in
-    ``METRICS``; default: the registry's default set."""
+    ``METRICS``; default: the registry's default set. ``cache``: encode every image once and
+    look codes up ("auto": when the draws exceed the data set's size; :func:`use_cache`); the
+    values are the uncached ones up to float rounding. ``progress``: tqdm bars for the
+    encoding, the repeats and each repeat's metrics."""
     repeats, n = protocol_settings(protocol, repeats, scale, sizes)  # checks protocol
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     metrics = default_metrics() if metrics is None else list(metrics)
+    if not metrics:
+        raise ValueError("metrics: give at least one")
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
     p = PROTOCOLS[protocol]
-    represent = representation_function(model)
+    cached = use_cache(dataset, metrics, n, repeats, cache)
+    if cached:
+        represent = CachedRepresentation.encode(model, dataset, progress=progress)
+        observed = EncodedDataset(dataset)
+    else:
+        represent, observed = representation_function(model), dataset
     values = {m: [] for m in metrics}
     seeds = [seed + p["seed_stride"] * i for i in range(repeats)]
-    for s in seeds:
-        for m, v in one_repeat(dataset, represent, metrics, n, protocol, s, model).items():
-            values[m].append(v)
-    out = {m: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "values": v}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(seeds), desc=f"{protocol} repeats", unit="repeat",
+                   dynamic_ncols=True)
+    try:
+        for s in seeds:
+            for m, v in one_repeat(observed, represent, metrics, n, protocol, s, model,
+                                   progress=progress).items():
+                values[m].append(v)
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    out = {m: {"mean": _nan_stat(np.nanmean, v), "std": _nan_stat(np.nanstd, v), "values": v}
            for m, v in values.items()}
     return {"metrics": out, "protocol": protocol, "repeats": repeats, "seeds": seeds,
-            "sample_sizes": n, "balanced_votes": p["balanced_votes"]}
+            "sample_sizes": n, "balanced_votes": p["balanced_votes"], "cached_codes": cached}
+
+
+def _nan_stat(stat, values) -> float:
+    # a metric undefined in every repeat is NaN, without numpy's "mean of empty slice" warning
+    v = np.asarray(values, dtype=np.float64)
+    return float(stat(v)) if not np.isnan(v).all() else float("nan")
+
+
+def check_result(result: dict) -> list:
+    """What is wrong with an evaluation result (``evaluate``'s, or a read ``eval.json``): a list
+    of problems, empty when it is complete - repeats >= 1, every metric with one finite-or-NaN
+    value a repeat. Metrics whose mean is NaN are listed apart by :func:`nan_metrics`."""
+    problems = []
+    if not isinstance(result, dict):
+        return ["not a JSON object"]
+    repeats, metrics = result.get("repeats"), result.get("metrics")
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        problems.append(f"repeats is {repeats!r}, not an integer >= 1")
+    if not isinstance(metrics, dict) or not metrics:
+        problems.append("no metrics")
+        return problems
+    for name, v in metrics.items():
+        if not isinstance(v, dict) or not {"mean", "std", "values"} <= set(v):
+            problems.append(f"metric {name} lacks mean, std or values")
+        elif not isinstance(v["values"], list) or len(v["values"]) != repeats:
+            problems.append(f"metric {name} does not have one value for each of {repeats} "
+                            "repeat(s)")
+    return problems
+
+
+def nan_metrics(result: dict) -> list:
+    """The metrics of a well-formed result whose mean is NaN (undefined in every repeat)."""
+    return [m for m, v in result["metrics"].items()
+            if not isinstance(v.get("mean"), (int, float)) or not math.isfinite(v["mean"])]
