@@ -11,6 +11,7 @@ A run folder (``wtc train --out RUN``, or one run of a sweep) holds:
     eval.json           ``wtc eval``'s metrics
     tensorboard/        the same records for TensorBoard (when installed)
     sweep.log, .lock    a sweep's child output and its lock on the run
+    job.json, .job.lock the run's job state for executors (wtc.experiments.jobs) and its lock
 
 Its state is read from these files alone, so any process on any node can pick a run up.
 """
@@ -31,6 +32,8 @@ EVAL = "eval.json"
 TENSORBOARD = "tensorboard"
 SWEEP_LOG = "sweep.log"
 LOCK = ".lock"
+JOB = "job.json"
+JOB_LOCK = ".job.lock"  # guards read-modify-write of job.json (held for microseconds)
 
 
 def temporary_name(path: Path) -> Path:

@@ -55,10 +55,18 @@ import time
 import traceback
 from pathlib import Path
 
-from wtc.runfiles import CHECKPOINT, CONFIG, EVAL, LOCK, RESULT, read_json, write_json_atomic
+from wtc.runfiles import (
+    CHECKPOINT,
+    CONFIG,
+    EVAL,
+    JOB,
+    JOB_LOCK,
+    LOCK,
+    RESULT,
+    read_json,
+    write_json_atomic,
+)
 
-JOB = "job.json"
-JOB_LOCK = ".job.lock"  # guards read-modify-write of job.json (held for microseconds)
 FORMAT = "wtc-job-v1"
 STATES = ("pending", "submitted", "running", "trained", "evaluated", "failed")
 # Fields that identify the job working on a run; kept from one state to the next (where it
