@@ -464,3 +464,103 @@ def test_registration_mistakes_are_caught_when_made(bars):
     with pytest.raises(ValueError, match="declares default 4 but .*Bars defaults to 8"):
         register_dataset("other", Bars, options=[Option("bar_width", int, 4)], replace=True)
     assert "other" not in wtc.data.NAMES
+
+
+# -- damaged and hostile files: each a clear DataSetError, never a traceback or a huge allocation
+
+def _npz_with_member_header(path: Path, key: str, shape, dtype="|u1"):
+    """An npz whose member ``key`` has a header claiming ``shape`` but holds 16 bytes."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False,
+                                               "shape": tuple(shape)})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{key}.npy", buf.getvalue() + bytes(16))
+        classes = io.BytesIO()
+        np.save(classes, np.zeros((1, 6), np.int64))
+        zf.writestr("latents_classes.npy", classes.getvalue())
+
+
+def test_dsprites_damaged_files_are_clear_errors(tmp_path):
+    folder = tmp_path / "dsprites"
+    folder.mkdir()
+    path = folder / DSPRITES_FILE
+    _npz_with_member_header(path, "imgs", (100_000_000, 64, 64))  # 381 GiB claimed
+    with pytest.raises(DataSetError, match="claims"):
+        load("dsprites", root=tmp_path)
+    imgs = np.zeros((2, 64, 64), np.uint8)
+    cases = {"negative": np.array([[0] * 6, [0, 0, 0, 0, 0, -1]], np.int64),
+             "integer latents_classes": np.zeros((2, 6), np.float64),
+             "no images": np.zeros((0, 6), np.int64)}
+    for match, classes in cases.items():
+        n = len(classes)
+        np.savez(path, imgs=imgs[:n], latents_classes=classes)
+        with pytest.raises(DataSetError, match=match):
+            load("dsprites", root=tmp_path)
+
+
+def test_shapes3d_images_as_a_group_or_string_labels_are_clear_errors(tmp_path):
+    import h5py
+
+    path = tmp_path / "3dshapes.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("images")
+        f["labels"] = np.zeros((4, 6))
+    with pytest.raises(DataSetError, match="'images' is a Group"):
+        load("shapes3d", root=tmp_path)
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((4, 64, 64, 3), np.uint8)
+        f["labels"] = np.array([[b"a"] * 6] * 4)
+    with pytest.raises(DataSetError, match="numeric labels"):
+        load("shapes3d", root=tmp_path)
+
+
+def test_cars3d_binary_list_is_a_clear_error(tmp_path):
+    folder = tmp_path / "cars"
+    folder.mkdir()
+    (folder / "list.txt").write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(DataSetError, match="not a text file"):
+        load("cars3d", root=tmp_path)
+
+
+def test_smallnorb_truncated_or_lying_headers_are_clear_errors(tmp_path):
+    folder = tmp_path / "small_norb"
+    folder.mkdir()
+    prefix = "smallnorb-5x46789x9x18x6x2x96x96-training"
+    for name in ("dat", "cat", "info"):
+        (folder / f"{prefix}-{name}.mat").write_bytes(b"")
+    path = folder / f"{prefix}-dat.mat"
+    path.write_bytes(struct.pack("<ii", 0x1E3D4C55, 4) + struct.pack("<i", 10))  # cut short
+    with pytest.raises(DataSetError, match="truncated"):
+        load("smallnorb", root=tmp_path)
+    # a header claiming 10^12 values over a file of a few bytes: refused before allocating
+    path.write_bytes(struct.pack("<ii", 0x1E3D4C55, 4) + struct.pack("<4i", 10**4, 2, 10**4,
+                                                                      10**4) + bytes(8))
+    with pytest.raises(DataSetError, match="claims"):
+        load("smallnorb", root=tmp_path)
+    path.write_bytes(struct.pack("<ii", 0x1E3D4C55, 3) + struct.pack("<3i", 2, -2, 2))
+    with pytest.raises(DataSetError, match="negative"):
+        load("smallnorb", root=tmp_path)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (no pixel data follows)."""
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [5_000, 20_000])  # 25 and 400 megapixels
+def test_celeba_huge_image_is_a_clear_error(tmp_path, side):
+    folder = tmp_path / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    (folder / "000001.jpg").write_bytes(_png_header(side, side))
+    with pytest.raises(DataSetError, match="000001.jpg"):
+        load("celeba", root=tmp_path, cache=False)

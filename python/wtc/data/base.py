@@ -30,6 +30,31 @@ def reading_npz(name: str, path):
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
         raise DataSetError(f"{name}: cannot read {path}: {err} (truncated or not an npz "
                            "file?)") from err
+    except MemoryError as err:  # a damaged header can claim any size
+        raise DataSetError(f"{name}: {path} claims arrays larger than memory; the file is "
+                           "damaged or not the data set") from err
+
+
+def npz_member_header(path, key: str) -> tuple:
+    """(shape, dtype, compressed) of an npz member, read from its header alone, after checking
+    that the member really holds that many bytes: a damaged or crafted header must not make
+    np.load allocate what it claims (1e8 images of 64x64 would be 381 GiB)."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        with zf.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(member)
+            header_size = member.tell()
+    if dtype.hasobject:
+        raise DataSetError(f"{path}: {key} holds Python objects, not numbers")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > info.file_size - header_size:
+        raise DataSetError(f"{path}: the header of {key} claims {tuple(shape)} {dtype} "
+                           f"({claimed:,} bytes) but the member holds "
+                           f"{info.file_size - header_size:,}: the file is damaged")
+    return tuple(shape), dtype, info.compress_type != zipfile.ZIP_STORED
 
 
 class GroundTruthDataset(torch.utils.data.Dataset):

@@ -20,6 +20,7 @@ from wtc.data.base import (
     DataSetError,
     GroundTruthDataset,
     cache_root,
+    npz_member_header,
     reading_npz,
     subset_steps,
 )
@@ -82,6 +83,8 @@ class DSprites(_PackedDSprites):
             if missing:
                 raise DataSetError(f"dsprites: {path} is not the dSprites npz: keys "
                                    f"{sorted(missing)} are missing (found {data.files})")
+            for key in ("imgs", "latents_classes"):
+                npz_member_header(path, key)
             imgs = data["imgs"]
             classes = data["latents_classes"]
         if imgs.dtype != np.uint8 or imgs.ndim != 3 or imgs.shape[1:] != (64, 64):
@@ -90,6 +93,14 @@ class DSprites(_PackedDSprites):
         if classes.ndim != 2 or classes.shape != (imgs.shape[0], 6):
             raise DataSetError(f"dsprites: {path}: expected latents_classes (N, 6), got "
                                f"{classes.shape}")
+        if not np.issubdtype(classes.dtype, np.integer):
+            raise DataSetError(f"dsprites: {path}: expected integer latents_classes, got "
+                               f"{classes.dtype}")
+        if len(classes) == 0:
+            raise DataSetError(f"dsprites: {path} holds no images")
+        if classes.min() < 0:
+            raise DataSetError(f"dsprites: {path}: latents_classes holds negative classes "
+                               f"(down to {classes.min()})")
         if imgs.max(initial=0) > 1:
             raise DataSetError(f"dsprites: {path}: expected 0/1 pixels, found values up to "
                                f"{imgs.max()}")

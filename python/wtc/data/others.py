@@ -47,7 +47,15 @@ class Cars3D(GroundTruthDataset):
         if not listing.is_file():
             raise DataSetError(f"cars3d: {listing} is missing; the Cars3D folder holds list.txt "
                                "and the car_*_mesh.mat files")
-        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        try:
+            text = listing.read_text()
+        except UnicodeDecodeError as err:
+            raise DataSetError(f"cars3d: {listing} is not a text file ({err}); it should list "
+                               "the car_*_mesh.mat files, one a line") from err
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+        bad = [n for n in names if "/" in n or "\0" in n or not n.isprintable()]
+        if bad:
+            raise DataSetError(f"cars3d: {listing} names {bad[0]!r}, not a file of its folder")
         if not names:
             raise DataSetError(f"cars3d: {listing} lists no cars")
         self.factor_sizes = (4, 24, len(names))
@@ -110,10 +118,20 @@ def read_norb_matrix(path: Path) -> np.ndarray:
             if magic not in NORB_MAGIC or not 1 <= ndim <= 8:
                 raise DataSetError(f"smallnorb: {path} is not a NORB matrix file (magic "
                                    f"{magic:#x}, ndim {ndim})")
-            dims = struct.unpack(f"<{max(3, ndim)}i", f.read(4 * max(3, ndim)))[:ndim]
-            dtype = NORB_MAGIC[magic]
-            count = int(np.prod(dims))
-            data = np.fromfile(f, dtype=np.dtype(dtype).newbyteorder("<"), count=count)
+            raw = f.read(4 * max(3, ndim))
+            if len(raw) < 4 * max(3, ndim):
+                raise DataSetError(f"smallnorb: {path} is truncated (in its header)")
+            dims = struct.unpack(f"<{max(3, ndim)}i", raw)[:ndim]
+            if min(dims) < 0:
+                raise DataSetError(f"smallnorb: {path}: negative dimensions {dims} in its "
+                                   "header")
+            dtype = np.dtype(NORB_MAGIC[magic]).newbyteorder("<")
+            count = int(np.prod(dims, dtype=object))
+            available = (path.stat().st_size - f.tell()) // dtype.itemsize
+            if count > available:  # before allocating what a damaged header claims
+                raise DataSetError(f"smallnorb: {path} is truncated: its header claims "
+                                   f"{count:,} values, the file holds {available:,}")
+            data = np.fromfile(f, dtype=dtype, count=count)
     except OSError as err:
         raise DataSetError(f"smallnorb: cannot read {path}: {err}") from err
     if data.size != count:
@@ -253,6 +271,9 @@ class MPI3D(GroundTruthDataset):
 
 # -- CelebA ------------------------------------------------------------------------------------
 
+CELEBA_MAX_PIXELS = 4096 * 4096
+
+
 @register_dataset("celeba", file="img_align_celeba", folders=["celeba", "CelebA"])
 class CelebA(GroundTruthDataset):
     """CelebA aligned images (``img_align_celeba/*.jpg``, 178x218): the centre 178x178 crop,
@@ -277,13 +298,18 @@ class CelebA(GroundTruthDataset):
             for i, file in enumerate(files):
                 try:
                     with Image.open(file) as im:
+                        # Checked before decoding: CelebA's images are 178x218, and a huge one
+                        # would take gigabytes (PIL only warns below ~179 megapixels).
+                        if im.size[0] * im.size[1] > CELEBA_MAX_PIXELS:
+                            raise DataSetError(f"celeba: {file} is {im.size[0]}x{im.size[1]} "
+                                               "pixels; CelebA's aligned images are 178x218")
                         im = im.convert("RGB")
                         w, h = im.size
                         side = min(w, h)
                         left, top = (w - side) // 2, (h - side) // 2
                         im = im.crop((left, top, left + side, top + side))
                         images[i] = np.asarray(im.resize((64, 64), Image.LANCZOS))
-                except OSError as err:
+                except (OSError, Image.DecompressionBombError) as err:
                     raise DataSetError(f"celeba: cannot read {file}: {err}") from err
             if cached is not None:
                 save_numpy_atomic(cached, images)

@@ -61,6 +61,13 @@ class Shapes3D(GroundTruthDataset):
             raise DataSetError(f"shapes3d: {path} has no {sorted(missing)} dataset(s) (found "
                                f"{sorted(self._file.keys())}); is it 3dshapes.h5?")
         images, labels = self._file["images"], self._file["labels"]
+        for key, item in (("images", images), ("labels", labels)):
+            if not isinstance(item, h5py.Dataset):
+                raise DataSetError(f"shapes3d: {path}: '{key}' is a {type(item).__name__}, "
+                                   "not an array; is it 3dshapes.h5?")
+        if not np.issubdtype(labels.dtype, np.number):
+            raise DataSetError(f"shapes3d: {path}: expected numeric labels, got "
+                               f"{labels.dtype}")
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (64, 64, 3):
             raise DataSetError(f"shapes3d: {path}: expected images uint8 (N, 64, 64, 3), got "
                                f"{images.dtype} {images.shape}")
