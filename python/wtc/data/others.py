@@ -199,8 +199,13 @@ class SmallNORB(GroundTruthDataset):
             raise ValueError(f"smallnorb: no image has the factors {missing.tolist()}")
         return self._order[lo + (rng.random(len(codes)) * (hi - lo)).astype(np.int64)]
 
+    def observation_indices(self, factors, rng=None):
+        """The images sample_observations_from_factors returns, by index (the same draws), so
+        an evaluation can look their codes up instead of encoding them again."""
+        return self.factors_to_index(factors, rng)
+
     def sample_observations_from_factors(self, factors, rng=None):
-        return self.batch(self.factors_to_index(factors, rng))
+        return self.batch(self.observation_indices(factors, rng))
 
     def images_uint8(self, indices):
         return self._images[indices]
