@@ -1,10 +1,22 @@
 // The Python module _wtc_ext (top level, loaded by wtc_ext: a name no source folder holds, so a
 // checkout's uncompiled wtc_ext/ never hides it). Loading it runs the TORCH_LIBRARY registrations of every op;
 // the module itself only reports how it was built.
+//
+// Layout of csrc/, by backend as torchvision lays out its ops: each op family's folder holds
+// <op>.h/.cpp (schema and argument checks), cpu/ (the CPU kernel), cuda/ (the host glue, the
+// kernels' .cu and their launchers' header, free of torch headers) and autograd/ (the Autograd
+// kernel); common/ holds what several families share (random streams, the column shuffle, the
+// radix sort, per-thread buffers).
+//
+// Autograd has one home, C++ (the autograd/ folders): permute_dims and mlp_critic_loss need it
+// there for speed (a Python autograd registration cost a third of mlp_critic_loss's time at batch
+// 64, and permute_dims's direct entry point below skips Python altogether), so wasserstein_1d's
+// joined them. conditional_wasserstein has no gradient and no autograd kernel. The fake kernels of
+// torch.compile stay in Python (wtc_ext/ops.py, torch.library.register_fake).
 #include <torch/extension.h>
 #include <torch/version.h>
 
-#include "permute_dims/permute_dims.h"
+#include "common/column_shuffle.h"
 
 #ifdef WTC_WITH_CUDA
 #include <cuda_runtime_api.h>

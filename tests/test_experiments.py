@@ -171,6 +171,31 @@ def _synthetic_score(run):
             "reconstruction": [rec - 1, rec + 1]}
 
 
+def test_report_keeps_runs_of_different_axis_values_apart(tmp_path):
+    """Runs that differ only in an [axes] value are different settings: each has its own
+    cell, its own label and its own CSV row, never an average over the axis."""
+    spec = from_dict({"name": "axes", "data": ["dsprites-procedural"], "models": ["beta-vae"],
+                      "seeds": [1, 2], "strengths": {"beta-vae": [4.0]},
+                      "axes": {"lr": [1e-4, 5e-4]}, "eval": {"repeats": 1}})
+
+    def score(run):
+        good = 0.9 if dict(run.axes)["lr"] == 5e-4 else 0.1
+        return {m: [good + 0.01 * run.seed] for m in
+                ("factor_vae", "wdg", "modularity", "mig", "reconstruction")}
+
+    _fake_sweep(tmp_path / "sweep", spec, score)
+    c = collect(tmp_path / "sweep")
+    assert len(c.settings) == 2 and all(len(s.seeds) == 2 for s in c.settings)
+    (row,) = table1(c)
+    assert dict(row["axes"]) == {"lr": 5e-4}
+    np.testing.assert_allclose(row["factor_vae"][0], 0.915)
+    make_report(tmp_path / "sweep", tmp_path / "report", echo=lambda *a: None)
+    assert "beta=4, lr=0.0005" in (tmp_path / "report" / "table1.md").read_text()
+    lines = (tmp_path / "report" / "settings.csv").read_text().splitlines()
+    assert lines[0].startswith("data,model,strength,value,lr,seeds")
+    assert {line.split(",")[4] for line in lines[1:]} == {"0.0001", "0.0005"}
+
+
 def test_report_aggregates_known_means_and_stds(tmp_path):
     spec = _synthetic_spec()
     _fake_sweep(tmp_path / "sweep", spec, _synthetic_score)
@@ -404,7 +429,7 @@ def test_a_checkout_imports_cleanly_from_its_root():
 # -- [train] and [axes]: any TrainConfig field, per spec and per axis ---------------------------
 
 def test_train_table_and_axes_expand_into_runs_and_their_config_files(tmp_path):
-    from wtc.experiments.sweep import run_config, train_command, write_run_config
+    from wtc.experiments.sweep import run_config, write_run_config
     from wtc.train import TrainConfig
 
     path = tmp_path / "study.toml"
@@ -431,10 +456,10 @@ def test_train_table_and_axes_expand_into_runs_and_their_config_files(tmp_path):
     written = write_run_config(spec, run, run_dir, "cpu")
     assert written == run_dir / "config.json"
     assert TrainConfig.from_file(written) == cfg
-    cmd = train_command(spec, run, run_dir, "cpu", "new")
-    assert cmd[1:] == ["-m", "wtc", "train", "--config", str(written), "--out", str(run_dir)]
-    assert train_command(spec, run, run_dir, "cpu", "resume")[-1] == "--resume"
-    assert train_command(spec, run, run_dir, "cpu", "restart")[-1] == "--overwrite"
+    # the file is everything a job needs: it trains the run from it (wtc.experiments.jobs)
+    from wtc.experiments.jobs import read_config
+
+    assert read_config(run_dir) == cfg
     # without [train] and [axes] the runs and their ids are as before
     plain = from_dict({"data": ["dsprites-procedural"], "models": ["wae"], "seeds": [3],
                        "strengths": {"wae": [8]}})
@@ -489,7 +514,8 @@ def test_a_sweep_with_an_axis_trains_each_run_from_its_config_file(tmp_path):
         assert run.id.endswith(f"/latent_dim={dim}/seed=1")
         config = json.loads((out / run.id / "config.json").read_text())
         assert config["latent_dim"] == dim and config["progress"] is False
-        assert "--config" in (out / run.id / "sweep.log").read_text()
+        job = json.loads((out / run.id / "job.json").read_text())  # trained by run_job
+        assert job["state"] == "evaluated" and job["executor"] == "local"
         assert run_state(spec, out / run.id) == "done"
 
 
@@ -506,3 +532,100 @@ def test_command_line_sets_train_fields_of_a_spec(tmp_path, capsys):
     assert cli(["sweep", "mini", "--out", str(out), "--train", "latent_dim=0"]) == 2
     assert "latent_dim must be >= 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+# -- executors behind wtc sweep ----------------------------------------------------------------
+
+TWO_RUNS = """
+name = "two"
+data = ["dsprites-procedural"]
+models = ["wae"]
+seeds = [1, 2]
+steps = 2
+checkpoint_every = 1
+[strengths]
+wae = [1.0]
+[data_options.dsprites-procedural]
+step = 4
+[eval]
+repeats = 1
+metrics = ["wdg"]
+sizes = {num_train = 300, num_test = 100}
+"""
+
+
+def test_sweep_on_the_local_executor_end_to_end_and_its_status(tmp_path, capsys):
+    path = tmp_path / "two.toml"
+    path.write_text(TWO_RUNS + '[executor]\nname = "local"\njobs = 2\n')
+    out = tmp_path / "sweep"
+    assert cli(["sweep", str(path), "--out", str(out), "--executor", "local"]) == 0
+    printed = capsys.readouterr().out
+    assert "submitted 2 run(s) to local: job ids" in printed
+    assert "2 finished, 0 done before, 0 failed" in printed
+    spec = load_spec(path)
+    for run in expand(spec):
+        assert run_state(spec, out / run.id) == "done"
+        job = json.loads((out / run.id / "job.json").read_text())
+        assert job["state"] == "evaluated" and job["attempt"] == 1
+    recorded = json.loads((out / "sweep.json").read_text())["spec"]
+    assert recorded["executor"] == {"name": "local", "jobs": 2}  # round-trips through sweep.json
+    # the same command again submits nothing: every run is finished
+    assert cli(["sweep", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "0 finished, 2 done before, 0 failed" in printed and "submitted" not in printed
+    assert all(json.loads((out / r.id / "job.json").read_text())["attempt"] == 1
+               for r in expand(spec))
+    # --status: counts and every run, from the folder alone (no spec given)
+    assert cli(["sweep", "--status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert status.splitlines()[0] == "2 runs: 2 evaluated" and "time per run" in status
+    for name in ("eval.json", "job.json"):  # trained, never evaluated
+        (out / expand(spec)[1].id / name).unlink()
+    assert cli(["sweep", "--status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert status.splitlines()[0] == "2 runs: 1 evaluated, 1 trained"
+    assert all(r.id in status for r in expand(spec))
+    assert cli(["sweep", "--status", str(tmp_path)]) == 2  # not a sweep folder
+    assert "not a wtc sweep record" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("table, args, message", [
+    ('name = "slurm"\npartiton = "gpu"\n', [], "unknown key 'partiton' in [executor]"),
+    ('name = "slurm"\ntime = "12h"\n', [], "is not a Slurm time"),
+    ('gpus_per_job = 1\n', ["--devices", "cpu"], "gpus_per_job = 1 but the runs are on"),
+    ('', ["--executor", "local", "--partition", "gpu"], "unknown key 'partition'"),
+    ('', ["--executor", "slurm", "--time", "soon"], "is not a Slurm time"),
+    ('name = "slurm"\ngpus_per_job = 2\n', ["--devices", "cpu"], "gpus_per_job = 2"),
+])
+def test_a_wrong_executor_table_fails_before_anything_is_written(tmp_path, capsys, table, args,
+                                                                 message):
+    path = tmp_path / "two.toml"
+    path.write_text(TWO_RUNS + "[executor]\n" + table)
+    out = tmp_path / "sweep"
+    assert cli(["sweep", str(path), "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_executor_table_round_trips_and_may_change_between_runs(tmp_path):
+    from wtc.experiments.spec import spec_from_json
+    from wtc.experiments.sweep import executor_table
+
+    spec = from_dict({"preset": "mini", "models": ["wae"],
+                      "executor": {"name": "slurm", "partition": "gpu", "time": "12:00:00",
+                                   "sbatch": {"qos": "high"}}})
+    assert spec_from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    prepare(spec, tmp_path)
+    moved = from_dict({"preset": "mini", "models": ["wae"],
+                       "executor": {"name": "slurm", "time": "1-00:00:00"}})
+    prepare(moved, tmp_path)  # where the jobs run is not what they compute: the same sweep
+    assert json.loads((tmp_path / "sweep.json").read_text())["spec"]["executor"]["time"] == \
+        "1-00:00:00"
+    # command-line options go over the table; another executor drops the spec's table
+    assert executor_table(spec, {"partition": "big", "sbatch": {"nice": 1}, "time": None}) == {
+        "name": "slurm", "partition": "big", "time": "12:00:00",
+        "sbatch": {"qos": "high", "nice": 1}}
+    assert executor_table(spec, {"name": "ray", "address": "auto"}) == {"name": "ray",
+                                                                        "address": "auto"}
+    with pytest.raises(SpecError, match="executor must be a table"):
+        from_dict({"models": ["wae"], "executor": "slurm"})

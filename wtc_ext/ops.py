@@ -1,4 +1,7 @@
-"""Public functions of the ops, and their fake (meta) kernels for torch.compile and export."""
+"""Public functions of the ops, and their fake (meta) kernels for torch.compile and export.
+
+Every op's autograd lives in C++ (csrc/<family>/autograd/, see csrc/extension.cpp for why); only
+the fake kernels are registered here."""
 
 from __future__ import annotations
 
@@ -228,8 +231,8 @@ def _mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, ce
             [b.new_empty(b.shape) for b in biases], p.new_empty(p.shape), q.new_empty(q.shape))
 
 
-# Autograd is registered in C++ (csrc/critic/mlp_critic.cpp): the backward hands over the
-# gradients the forward computed.
+# Autograd is registered in C++ (csrc/critic/autograd/): the backward hands over the gradients
+# the forward computed.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,20 +310,8 @@ def _wasserstein_1d_backward_fake(grad, u, v, u_weights, v_weights):
     return u.new_empty(u.shape), v.new_empty(v.shape)
 
 
-def _wasserstein_1d_setup_context(ctx, inputs, output):
-    u, v, u_weights, v_weights = inputs
-    ctx.save_for_backward(u, v, u_weights, v_weights)
-
-
-def _wasserstein_1d_backward(ctx, grad):
-    u, v, u_weights, v_weights = ctx.saved_tensors
-    grad_u, grad_v = torch.ops.wtc_ext.wasserstein_1d_backward.default(
-        grad, u, v, u_weights, v_weights)
-    return grad_u, grad_v, None, None
-
-
-torch.library.register_autograd("wtc_ext::wasserstein_1d", _wasserstein_1d_backward,
-                                setup_context=_wasserstein_1d_setup_context)
+# Autograd is registered in C++ (csrc/wasserstein/autograd/): its backward is the op
+# wasserstein_1d_backward.
 
 
 def _as_labels(labels: torch.Tensor, n: int, device, ranks: bool = True

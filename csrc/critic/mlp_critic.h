@@ -2,6 +2,7 @@
 // parameter gradient in closed form (ReLU'' = 0, so no double backward is needed).
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <functional>
 #include <tuple>
@@ -11,6 +12,16 @@ namespace wtc {
 
 using CriticLossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>,
                                     std::vector<at::Tensor>, at::Tensor, at::Tensor>;
+
+// Validates the op's arguments; raises ValueError naming the argument.
+void check_mlp_critic_loss_args(const at::Tensor& p, const at::Tensor& q, const at::Tensor& alpha,
+                                at::TensorList weights, at::TensorList biases);
+
+// The registered op, for calls from C++ (its autograd).
+using MlpCriticLossSignature = CriticLossResult(const at::Tensor&, const at::Tensor&,
+                                                const at::Tensor&, at::TensorList, at::TensorList,
+                                                double, double, double, bool);
+const c10::TypedOperatorHandle<MlpCriticLossSignature>& mlp_critic_loss_op();
 
 // penalty(g, center, scale) -> (per-row (||g_b|| - center)^2 of shape (B),
 //                               G = scale * d/dg mean_b (||g_b|| - center)^2 of shape (B, d)).

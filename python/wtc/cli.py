@@ -237,23 +237,43 @@ def _cmd_sweep(args) -> int:
 
     from wtc.experiments import SpecError, SweepError, load_spec, run_sweep
     from wtc.experiments.spec import override, parse_assignments
+    from wtc.experiments.sweep import sweep_status
 
+    if args.status:
+        if args.spec is not None:
+            print("wtc sweep: --status DIR takes no spec", file=sys.stderr)
+            return 2
+        try:
+            print(sweep_status(args.status)["text"])
+        except (SpecError, SweepError) as err:
+            print(f"wtc sweep: {err}", file=sys.stderr)
+            return 2
+        return 0
+    if args.spec is None or args.out is None:
+        print("wtc sweep: give a spec and --out DIR (or --status DIR)", file=sys.stderr)
+        return 2
     try:
         spec = override(load_spec(args.spec), data=args.data, models=args.models,
                         seeds=args.seeds, steps=args.steps, data_root=args.data_root,
                         train=parse_assignments(args.train))
+        sbatch = parse_assignments(args.sbatch, option="--sbatch")
     except SpecError as err:
         print(f"wtc sweep: {err}", file=sys.stderr)
         return 2
+    executor = {"name": args.executor, "partition": args.partition, "account": args.account,
+                "time": args.time, "gpus_per_job": args.gpus_per_job,
+                "cpus_per_job": args.cpus_per_job, "mem_gb": args.mem_gb,
+                "array_parallelism": args.array_parallelism, "sbatch": sbatch,
+                "address": args.ray_address}
 
     def _interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop the children too
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop the local jobs too
     try:
         result = run_sweep(spec, args.out, jobs=args.jobs, devices=args.devices,
-                           threads=args.threads)
-    except (SpecError, SweepError) as err:
+                           threads=args.threads, executor=executor)
+    except (SpecError, SweepError, ImportError) as err:  # ImportError: a missing extra
         print(f"wtc sweep: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -408,14 +428,36 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None)
     ev.set_defaults(run=_cmd_eval)
 
-    sw = sub.add_parser("sweep", help="train and evaluate every run of a study (resumable)")
-    sw.add_argument("spec", help="a preset (paper, mini) or a .toml/.json spec file")
-    sw.add_argument("--out", required=True, help="the sweep's folder")
-    sw.add_argument("--jobs", type=int, default=1, help="runs at once")
+    sw = sub.add_parser("sweep", help="train and evaluate every run of a study (resumable), "
+                        "here, on Slurm or on Ray")
+    sw.add_argument("spec", nargs="?", default=None,
+                    help="a preset (paper, mini) or a .toml/.json spec file")
+    sw.add_argument("--out", default=None, help="the sweep's folder")
+    sw.add_argument("--status", metavar="DIR", default=None,
+                    help="print the state of every run of the sweep folder DIR and exit")
+    sw.add_argument("--executor", choices=["local", "slurm", "ray"], default=None,
+                    help="where the runs train (default: the spec's [executor] name, else "
+                         "local); rerunning submits only what is neither finished nor running")
+    sw.add_argument("--jobs", type=int, default=None, help="local: runs at once (default 1)")
     sw.add_argument("--devices", nargs="+", default=None,
-                    help="devices cycled over the job slots (default: every GPU, else cpu)")
+                    help="local: devices cycled over the jobs (default: every GPU, else cpu)")
     sw.add_argument("--threads", type=int, default=None,
-                    help="CPU threads per CPU job (default: the cores divided among the jobs)")
+                    help="CPU threads per job (default: local, the cores divided among the "
+                         "jobs; slurm and ray, --cpus-per-job)")
+    cl = sw.add_argument_group("cluster options (over the spec's [executor] table)")
+    cl.add_argument("--partition", default=None, help="slurm: partition")
+    cl.add_argument("--account", default=None, help="slurm: account")
+    cl.add_argument("--time", default=None, help="slurm: time limit per job, e.g. 12:00:00")
+    cl.add_argument("--gpus-per-job", type=int, default=None)
+    cl.add_argument("--cpus-per-job", type=int, default=None)
+    cl.add_argument("--mem-gb", type=float, default=None, help="slurm: memory per job")
+    cl.add_argument("--array-parallelism", type=int, default=None,
+                    help="slurm: array tasks running at once")
+    cl.add_argument("--sbatch", action="append", metavar="KEY=VAL", default=None,
+                    help="slurm: an extra sbatch option, e.g. --sbatch qos=high; repeatable")
+    cl.add_argument("--ray-address", default=None,
+                    help="ray: a running cluster (auto, or ray://HOST:10001); default: start a "
+                         "local one")
     sw.add_argument("--data", nargs="+", default=None, help="override the spec's data sets")
     sw.add_argument("--models", nargs="+", default=None, help="override the spec's models")
     sw.add_argument("--seeds", nargs="+", type=int, default=None,

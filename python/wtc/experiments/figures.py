@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.experiments.results import Collected, display, rank_correlations
+from wtc.experiments.results import Collected, display, rank_correlations, setting_label
 from wtc.visualize import pyplot
 
 
@@ -64,7 +64,8 @@ def violins(c: Collected, metric: str, path: Path) -> None:
                     for k in positions:
                         ax.plot([k] * len(values[k]), values[k], "o", ms=3)
             ax.set_xticks(range(len(settings)))
-            ax.set_xticklabels([f"{s.value:g}" for s in settings], fontsize=8)
+            ax.set_xticklabels([setting_label(s.strength, s.value, s.axes) if s.axes
+                                else f"{s.value:g}" for s in settings], fontsize=8)
             if settings:
                 ax.set_xlabel(settings[0].strength, fontsize=8)
             ax.set_title(f"{model}" + (f" ({data})" if rows > 1 else ""), fontsize=9)

@@ -202,14 +202,18 @@ def expected_evaluation(evaluation: dict) -> dict:
             "metrics": list(evaluation.get("metrics") or [])}
 
 
-def eval_complete(run_dir, evaluation: dict) -> bool:
-    found = read_json(Path(run_dir) / EVAL)
+def eval_matches(found, want: dict) -> bool:
+    """An eval.json record ``found`` holds every metric of :func:`expected_evaluation`'s
+    ``want``, computed with its settings."""
     if not isinstance(found, dict) or not isinstance(found.get("metrics"), dict):
         return False
-    want = expected_evaluation(evaluation)
     return (found.get("protocol") == want["protocol"] and found.get("repeats") == want["repeats"]
             and found.get("sample_sizes") == want["sample_sizes"]
             and all(m in found["metrics"] for m in want["metrics"]))
+
+
+def eval_complete(run_dir, evaluation: dict) -> bool:
+    return eval_matches(read_json(Path(run_dir) / EVAL), expected_evaluation(evaluation))
 
 
 def is_trained(run_dir, steps: int | None = None) -> bool:

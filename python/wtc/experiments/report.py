@@ -33,6 +33,7 @@ from wtc.experiments.results import (  # noqa: F401 (also the names this module 
     display,
     lower_is_better,
     rank_correlations,
+    setting_label,
     table1,
 )
 from wtc.experiments.sweep import expected_eval
@@ -81,7 +82,7 @@ def table_cells(row: dict, metrics, markup: Markup) -> list:
     if row["strength"] is None:
         strength = "-"
     else:
-        strength = e(f"{row['strength']}={row['value']:g}")
+        strength = e(setting_label(row["strength"], row["value"], row.get("axes", ())))
         if row["seeds"] < row["expected_seeds"]:
             strength += f" {markup.dagger}({row['seeds']}/{row['expected_seeds']} seeds)"
     cells = [e(row["data"]), e(row["model"]), strength]
@@ -108,23 +109,38 @@ def table1_markdown(c: Collected, rows: list, select_by: str) -> str:
 def write_csv(c: Collected, rows: list, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["data", "model", "strength", "value", "seeds", "expected_seeds"]
+        w.writerow(["data", "model", "strength", "value"] + _axes_header(c)
+                   + ["seeds", "expected_seeds"]
                    + [f"{m}_{k}" for m in c.metrics for k in ("mean", "std")])
         for r in rows:
             w.writerow([r["data"], r["model"], r["strength"] or "", "" if r["value"] is None
-                        else f"{r['value']:g}", r["seeds"], r["expected_seeds"]]
+                        else f"{r['value']:g}"] + _axes_cells(c, r.get("axes", ()))
+                       + [r["seeds"], r["expected_seeds"]]
                        + [f"{x:.6g}" for m in c.metrics for x in r[m]])
+
+
+def _axes_header(c: Collected) -> list:
+    """One column per [axes] field of the spec (none without axes, as before)."""
+    return list(c.spec.axes)
+
+
+def _axes_cells(c: Collected, axes: tuple) -> list:
+    from wtc.experiments.sweep import axis_text
+
+    values = dict(axes)
+    return [axis_text(values[k]) if k in values else "" for k in c.spec.axes]
 
 
 def write_settings_csv(c: Collected, path: Path) -> None:
     """Every setting, not only the best strengths (what figures 2, 3, 6 and 7 plot)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["data", "model", "strength", "value", "seeds", "expected_seeds"]
+        w.writerow(["data", "model", "strength", "value"] + _axes_header(c)
+                   + ["seeds", "expected_seeds"]
                    + [f"{m}_{k}" for m in c.metrics for k in ("mean", "std")])
         for s in c.settings:
-            w.writerow([s.data, s.model, s.strength, f"{s.value:g}", len(s.seeds),
-                        s.expected_seeds]
+            w.writerow([s.data, s.model, s.strength, f"{s.value:g}"] + _axes_cells(c, s.axes)
+                       + [len(s.seeds), s.expected_seeds]
                        + [f"{x:.6g}" for m in c.metrics for x in (s.mean(m), s.std(m))])
 
 

@@ -16,13 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wtc.experiments.jobs import eval_matches, is_trained
 from wtc.experiments.spec import SweepSpec
-from wtc.experiments.sweep import (
-    eval_complete,
-    expected_eval,
-    is_trained,
-    load_sweep,
-)
+from wtc.experiments.sweep import expected_eval, load_sweep
 from wtc.metrics import registry
 from wtc.runfiles import EVAL, read_json
 
@@ -53,6 +49,7 @@ class Setting:
     model: str
     strength: str
     value: float
+    axes: tuple = ()  # ((TrainConfig field, value), ...) of the spec's [axes]
     seeds: list = field(default_factory=list)  # seeds with a complete evaluation
     expected_seeds: int = 0
     scores: dict = field(default_factory=dict)  # metric -> per-seed run means
@@ -86,19 +83,20 @@ def collect(sweep_dir) -> Collected:
     settings: dict = {}
     evaluated, missing = [], {}
     for run in runs:
-        key = (run.data, run.model, run.value)
-        s = settings.setdefault(key, Setting(run.data, run.model, run.strength, run.value))
+        key = (run.data, run.model, run.value, run.axes)  # runs that differ only in seed
+        s = settings.setdefault(key, Setting(run.data, run.model, run.strength, run.value,
+                                             run.axes))
         s.expected_seeds += 1
         run_dir = sweep_dir / run.id
         evaluation = read_json(run_dir / EVAL)
-        if not is_trained(spec, run_dir):
+        if not is_trained(run_dir, spec.steps):
             missing[run.id] = ("not trained" if not run_dir.exists() else
                                "training not finished")
             continue
         if evaluation is None:
             missing[run.id] = "trained, not evaluated"
             continue
-        if not eval_complete(evaluation, expected):
+        if not eval_matches(evaluation, expected):
             missing[run.id] = "evaluated with other settings than the spec's"
             continue
         s.seeds.append(run.seed)
@@ -113,6 +111,13 @@ def collect(sweep_dir) -> Collected:
                           "strength": run.strength, "value": run.value, "seed": run.seed,
                           "scores": scores})
     return Collected(spec, list(settings.values()), evaluated, missing, metrics)
+
+
+def setting_label(strength: str, value: float, axes: tuple = ()) -> str:
+    """"gamma=10", or with the spec's axes "gamma=10, lr=0.0005"."""
+    from wtc.experiments.sweep import axis_text
+
+    return ", ".join([f"{strength}={value:g}"] + [f"{k}={axis_text(v)}" for k, v in axes])
 
 
 def best_settings(c: Collected, select_by: str = "factor_vae") -> dict:
@@ -151,12 +156,13 @@ def table1(c: Collected, select_by: str = "factor_vae") -> list:
             s = best.get((data, model))
             row = {"data": data, "model": model}
             if s is None:
-                row.update(strength=None, value=None, seeds=0,
+                row.update(strength=None, value=None, axes=(), seeds=0,
                            expected_seeds=len(c.spec.seeds))
                 for m in c.metrics:
                     row[m] = (float("nan"), float("nan"))
             else:
-                row.update(strength=s.strength, value=s.value, seeds=len(s.seeds),
+                row.update(strength=s.strength, value=s.value, axes=s.axes,
+                           seeds=len(s.seeds),
                            expected_seeds=s.expected_seeds)
                 for m in c.metrics:
                     row[m] = (s.mean(m), s.std(m))

@@ -28,6 +28,12 @@ preset with ``preset = "mini"`` and override any key.
     protocol = "paper"
     repeats = 2
     sizes = {votes_train = 500, votes_eval = 250}
+
+    [executor]             # where the runs train (default local); see wtc.experiments.executors
+    name = "slurm"
+    partition = "gpu"
+    time = "12:00:00"
+    gpus_per_job = 1
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ class SweepSpec:
     checkpoint_every: int = 10_000
     train: dict = field(default_factory=dict)  # other TrainConfig fields, for every run
     axes: dict = field(default_factory=dict)  # TrainConfig field -> its values, one run each
+    # where the jobs run: name (local, slurm, ray) and that executor's options, see
+    # wtc.experiments.executors.parse_executor; the command line's --executor options go over it
+    executor: dict = field(default_factory=dict)
     eval: EvalSpec = field(default_factory=EvalSpec)
 
     def to_json(self) -> dict:
@@ -140,6 +149,11 @@ class SweepSpec:
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise SpecError(f"lr must be a number > 0, got {self.lr!r}")
         self._validate_train_fields()
+        if not isinstance(self.executor, dict):
+            raise SpecError(f"executor must be a table, got {self.executor!r}")
+        from wtc.experiments.executors import parse_executor
+
+        parse_executor(self.executor)  # a wrong table fails here, before anything is submitted
         ev = self.eval
         if ev.protocol not in PROTOCOLS:
             raise SpecError(f"eval.protocol must be one of {', '.join(PROTOCOLS)}, "

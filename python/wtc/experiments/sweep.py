@@ -1,46 +1,49 @@
-"""`wtc sweep`: every (data set, model, strength, seed) of a spec as its own ``wtc train`` and
-``wtc eval``, several at once, resumable.
+"""`wtc sweep`: every (data set, model, strength, seed) of a spec as its own job, on this
+machine, on Slurm (submitit) or on Ray, resumable.
 
 A sweep folder holds ``sweep.json`` (the spec; a folder never mixes two specs) and one run
 folder per run, ``DATA/MODEL/STRENGTH=VALUE/seed=SEED`` (with ``/FIELD=VALUE`` before the seed for
-each of the spec's ``[axes]``). Each run's full TrainConfig is written to ``RUN/config.json``,
-and its child is ``wtc train --config RUN/config.json``. A run is skipped when its training and
-its evaluation are both complete, evaluated when only the evaluation is missing, and resumed
-from its checkpoint when training stopped part-way, so killing and restarting a sweep loses at
-most the steps since each run's last checkpoint. Each run folder is locked while a process
-works on it (the lock is inherited by the child processes, so even the children of a killed
-sweep keep it until they exit); a restarted sweep waits for such runs instead of racing them.
+each of the spec's ``[axes]``). The sweep writes each run's full TrainConfig to
+``RUN/config.json`` before submitting anything; every executor's job is then the same
+:func:`wtc.experiments.jobs.run_job` on the run folder: lock it, train or resume it from that
+file, evaluate it, and record its state in ``RUN/job.json``. A run is skipped when its training
+and its evaluation are both complete, only evaluated when training is, and resumed from its
+checkpoint when training stopped part-way, so killing and restarting a sweep loses at most the
+steps since each run's last checkpoint. A run whose lock another process holds (a killed
+sweep's orphaned job, a second sweep on the folder) or that is submitted to a job still alive
+is never submitted again: a local or Ray sweep waits for it instead.
 """
 
 from __future__ import annotations
 
-import fcntl
 import itertools
-import json
-import os
-import subprocess
-import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wtc.experiments.executors import runs_to_submit
+from wtc.experiments.jobs import (
+    JOB,
+    JOB_LOCK,
+    eval_complete,
+    expected_evaluation,
+    is_finished,
+    is_trained,
+    lock_held,
+    mark_pending,
+    read_job,
+)
 from wtc.experiments.spec import SWEPT, SweepSpec, spec_from_json
 from wtc.runfiles import (
     CHECKPOINT,
     CONFIG,
-    EVAL,
     LOCK,
-    RESULT,
     SWEEP_LOG,
     read_json,
     write_json_atomic,
 )
 
 SWEEP_FILE = "sweep.json"
-EVENTS_FILE = "sweep-events.jsonl"
 FORMAT = "wtc-sweep-v1"
 
 
@@ -60,7 +63,7 @@ class Run:
 
     @property
     def id(self) -> str:
-        axes = "".join(f"/{name}={_axis_text(value)}" for name, value in self.axes)
+        axes = "".join(f"/{name}={axis_text(value)}" for name, value in self.axes)
         return f"{self.data}/{self.model}/{self.strength}={self.value:g}{axes}/seed={self.seed}"
 
     @property
@@ -68,13 +71,14 @@ class Run:
         return {**dict(self.fixed), self.strength: self.value}
 
 
-def _axis_text(value) -> str:
+def axis_text(value) -> str:
+    """How an axis value is written in run ids and tables (0.0005, true, 0.5,0.9)."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (tuple, list)):
-        return ",".join(_axis_text(v) for v in value)
+        return ",".join(axis_text(v) for v in value)
     return str(value)
 
 
@@ -119,65 +123,33 @@ def write_run_config(spec: SweepSpec, run: Run, run_dir: Path, device: str) -> P
     return path
 
 
+def evaluation_of(spec: SweepSpec) -> dict:
+    """The spec's evaluation as every executor's job takes it (:func:`jobs.run_job`)."""
+    ev = spec.eval
+    return {"protocol": ev.protocol, "metrics": list(ev.metrics), "repeats": ev.repeats,
+            "sizes": dict(ev.sizes)}
+
+
 def expected_eval(spec: SweepSpec) -> dict:
-    from wtc.metrics.evaluate import protocol_settings
-
-    repeats, sizes = protocol_settings(spec.eval.protocol, spec.eval.repeats, 1.0,
-                                       spec.eval.sizes)
-    return {"protocol": spec.eval.protocol, "repeats": repeats, "sample_sizes": sizes,
-            "metrics": list(spec.eval.metrics)}
-
-
-def eval_complete(evaluation: dict | None, expected: dict) -> bool:
-    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("metrics"), dict):
-        return False
-    return (evaluation.get("protocol") == expected["protocol"]
-            and evaluation.get("repeats") == expected["repeats"]
-            and evaluation.get("sample_sizes") == expected["sample_sizes"]
-            and all(m in evaluation["metrics"] for m in expected["metrics"]))
-
-
-def is_trained(spec: SweepSpec, run_dir: Path) -> bool:
-    """Training finished: result.json records the spec's number of steps."""
-    result = read_json(run_dir / RESULT)
-    return isinstance(result, dict) and result.get("steps") == spec.steps
+    """What a run's eval.json records when it is this spec's evaluation."""
+    return expected_evaluation(evaluation_of(spec))
 
 
 def run_state(spec: SweepSpec, run_dir: Path) -> str:
     """``done``, ``evaluate`` (trained, not evaluated), ``resume`` (a checkpoint to continue),
     ``restart`` (files but no checkpoint: killed before its first one) or ``new``."""
-    if is_trained(spec, run_dir):
-        if eval_complete(read_json(run_dir / EVAL), expected_eval(spec)):
-            return "done"
-        return "evaluate"
+    run_dir = Path(run_dir)
+    if is_trained(run_dir, spec.steps):
+        return "done" if eval_complete(run_dir, evaluation_of(spec)) else "evaluate"
     if (run_dir / CHECKPOINT).exists():
         return "resume"
-    if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
+    # the sweep writes config.json and job.json before any job starts: they are not progress
+    if run_dir.exists() and any(p.name not in _BOOKKEEPING for p in run_dir.iterdir()):
         return "restart"
     return "new"
 
 
-def train_command(spec: SweepSpec, run: Run, run_dir: Path, device: str, state: str) -> list:
-    """The run's ``wtc train``: everything but the folder and what to do with it is in the
-    config.json that :func:`write_run_config` wrote (the device too)."""
-    cmd = [sys.executable, "-m", "wtc", "train", "--config", str(Path(run_dir) / CONFIG),
-           "--out", str(run_dir)]
-    if state == "resume":
-        cmd.append("--resume")
-    elif state == "restart":
-        cmd.append("--overwrite")  # no checkpoint: nothing to keep
-    return cmd
-
-
-def eval_command(spec: SweepSpec, run_dir: Path, device: str) -> list:
-    ev = spec.eval
-    cmd = [sys.executable, "-m", "wtc", "eval", str(run_dir), "--protocol", ev.protocol,
-           "--device", device, "--metrics", *ev.metrics]
-    if ev.repeats is not None:
-        cmd += ["--repeats", str(ev.repeats)]
-    for key, value in sorted(ev.sizes.items()):
-        cmd += ["--size", f"{key}={value}"]
-    return cmd
+_BOOKKEEPING = {LOCK, CONFIG, JOB, JOB_LOCK, SWEEP_LOG}
 
 
 @dataclass
@@ -186,6 +158,7 @@ class SweepResult:
     skipped: list = field(default_factory=list)
     finished: list = field(default_factory=list)
     failed: dict = field(default_factory=dict)  # run id -> reason
+    submitted: dict = field(default_factory=dict)  # run id -> job id
 
     @property
     def ok(self) -> bool:
@@ -217,7 +190,9 @@ def prepare(spec: SweepSpec, out: Path) -> None:
             old = spec_from_json(saved["spec"]).to_json()
         except (TypeError, KeyError, AttributeError):  # a damaged record: compare as written
             old = saved["spec"]
-        diffs = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+        # [executor] says where jobs run, not what they compute: it may change between runs
+        diffs = sorted(k for k in set(old) | set(current)
+                       if k != "executor" and old.get(k) != current.get(k))
         if diffs:
             raise SweepError(f"{out} holds a sweep of another spec (it differs in "
                              f"{', '.join(diffs)}); use another --out, or the spec recorded "
@@ -227,8 +202,8 @@ def prepare(spec: SweepSpec, out: Path) -> None:
             load(name, root=spec.data_root, **spec.data_options.get(name, {}))
         except DataSetError as err:
             raise SweepError(f"data set {name}: {err}") from err
-    if not path.exists():
-        write_json_atomic({"format": FORMAT, "spec": current}, path)
+    if not path.exists() or (isinstance(saved, dict) and saved.get("spec") != current):
+        write_json_atomic({"format": FORMAT, "spec": current}, path)  # the latest [executor]
 
 
 def load_sweep(out) -> tuple[SweepSpec, list[Run]]:
@@ -241,190 +216,219 @@ def load_sweep(out) -> tuple[SweepSpec, list[Run]]:
     return spec, expand(spec)
 
 
+def sweep_status(out) -> dict:
+    """``wtc sweep --status``: :func:`executors.status_table` of a sweep folder, judged by the
+    evaluation its recorded spec asks for."""
+    from wtc.experiments.executors import status_table
+
+    spec, _ = load_sweep(out)
+    return status_table(out, evaluation_of(spec))
+
+
+def executor_table(spec: SweepSpec, options: dict | None = None) -> dict:
+    """The spec's ``[executor]`` table with the command line's ``options`` over it. When the
+    command line names another executor than the spec's, the spec's table (options for
+    another engine) is left out."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    table = dict(spec.executor)
+    name = options.get("name") or table.get("name") or "local"
+    if table.get("name", "local") != name:
+        table = {}
+    if isinstance(table.get("sbatch"), dict) and isinstance(options.get("sbatch"), dict):
+        options["sbatch"] = {**table["sbatch"], **options["sbatch"]}  # merged, not replaced
+    return {**table, **options, "name": name}
+
+
+def _config_device(name: str, table: dict, devices: list | None) -> str:
+    """The device every run's config.json names. Local GPUs are handed out per job through
+    CUDA_VISIBLE_DEVICES, so a config says ``cuda``, never a GPU's index."""
+    if devices:
+        kinds = {str(d).split(":")[0] for d in devices}
+        if len(kinds) > 1:
+            raise SweepError(f"--devices {' '.join(devices)} mixes kinds of device; a sweep's "
+                             "runs all train on one kind")
+        return "cuda" if kinds == {"cuda"} else str(devices[0])
+    if name == "local":
+        return "cuda" if default_devices()[0].startswith("cuda") else "cpu"
+    # Slurm/Ray: the submitting host (a login node) says nothing about the nodes' GPUs
+    return "cuda" if table.get("gpus_per_job") else "cpu"
+
+
 def _fmt_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-class _Sweep:
-    def __init__(self, spec, out, runs, jobs, devices, threads, echo):
-        self.spec, self.out, self.runs, self.jobs = spec, out, runs, jobs
-        self.threads, self.echo = threads, echo
-        self.slots = [devices[i % len(devices)] for i in range(jobs)]
-        self.free = list(self.slots)
-        self.lock = threading.Lock()
-        self.available = threading.Condition(self.lock)
-        self.children: set = set()
-        self.stopping = False
-        self.result = SweepResult(runs=len(runs))
-        self.running = 0
-        self.t0 = time.perf_counter()
-        self.durations: list = []
-        self.todo = 0
-
-    def event(self, **record) -> None:
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
-        with open(self.out / EVENTS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def line(self, text: str) -> None:
-        r = self.result
-        done = len(r.skipped) + len(r.finished) + len(r.failed)
-        elapsed = time.perf_counter() - self.t0
-        left = ""
-        if self.durations:
-            remaining = self.todo - len(self.durations)
-            per = sum(self.durations) / len(self.durations)
-            left = f" · ~{_fmt_seconds(max(remaining, 0) * per / self.jobs)} left"
-        self.echo(f"[{done}/{r.runs}] {text} · {self.running} running · {len(r.failed)} failed "
-                  f"· {_fmt_seconds(elapsed)} elapsed{left}")
-
-    def _child(self, cmd, run_dir: Path, device: str, lock_fd: int) -> int:
-        if self.stopping:
-            return -1
-        env = dict(os.environ)
-        if device == "cpu":
-            for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                env[key] = str(self.threads)
-        with open(run_dir / SWEEP_LOG, "a") as log:
-            log.write(f"\n$ {' '.join(cmd)}\n")
-            log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    pass_fds=(lock_fd,))
-            with self.lock:
-                self.children.add(proc)
-            try:
-                return proc.wait()
-            finally:
-                with self.lock:
-                    self.children.discard(proc)
-
-    def _acquire_slot(self) -> str:
-        with self.available:
-            while not self.free:
-                self.available.wait()
-            return self.free.pop()
-
-    def _release_slot(self, device: str) -> None:
-        with self.available:
-            self.free.append(device)
-            self.available.notify()
-
-    def do(self, run: Run) -> None:
-        if self.stopping:
-            return
-        run_dir = self.out / run.id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.echo(f"{run.id} is being worked on by another process (an earlier sweep's "
-                          "child?); waiting for it")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            state = run_state(self.spec, run_dir)
-            if state == "done":
-                with self.lock:
-                    self.result.skipped.append(run.id)
-                    self.todo -= 1
-                self.line(f"done before: {run.id}")
-                return
-            device = self._acquire_slot()
-            if self.stopping:
-                self._release_slot(device)
-                return
-            with self.lock:
-                self.running += 1
-            t0 = time.perf_counter()
-            self.event(run=run.id, start=state, device=device)
-            try:
-                if state != "evaluate":
-                    write_run_config(self.spec, run, run_dir, device)
-                    code = self._child(train_command(self.spec, run, run_dir, device, state),
-                                       run_dir, device, fd)
-                    if code != 0:
-                        return self._fail(run, run_dir, f"wtc train exited with {code}")
-                code = self._child(eval_command(self.spec, run_dir, device), run_dir, device, fd)
-                if code != 0:
-                    return self._fail(run, run_dir, f"wtc eval exited with {code}")
-            finally:
-                with self.lock:
-                    self.running -= 1
-                self._release_slot(device)
-            seconds = time.perf_counter() - t0
-            with self.lock:
-                self.result.finished.append(run.id)
-                self.durations.append(seconds)
-            self.event(run=run.id, finished=True, seconds=seconds)
-            self.line(f"finished {run.id} ({state}, {_fmt_seconds(seconds)})")
-        finally:
-            os.close(fd)
-
-    def _fail(self, run: Run, run_dir: Path, reason: str) -> None:
-        if self.stopping:
-            return
-        try:
-            lines = [ln for ln in (run_dir / SWEEP_LOG).read_text().splitlines() if ln.strip()]
-            detail = lines[-1] if lines else ""
-        except OSError:
-            detail = ""
-        message = f"{reason}: {detail} (log: {run_dir / SWEEP_LOG})"
-        with self.lock:
-            self.result.failed[run.id] = message
-            self.todo -= 1
-        self.event(run=run.id, failed=message)
-        self.line(f"FAILED {run.id}: {message}")
-
-    def stop(self) -> None:
-        self.stopping = True
-        with self.lock:
-            children = list(self.children)
-        for proc in children:
-            proc.terminate()  # checkpoints are atomic: a run stopped here resumes next time
+def _log_tail(run_dir: Path) -> str:
+    try:
+        lines = [ln for ln in (run_dir / SWEEP_LOG).read_text().splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
-def run_sweep(spec: SweepSpec, out, jobs: int = 1, devices: list | None = None,
-              threads: int | None = None, echo=print) -> SweepResult:
-    """Train and evaluate every run of ``spec`` under ``out``, ``jobs`` at a time on
-    ``devices`` (cycled over the job slots; default: every GPU, else the CPU). CPU jobs get
-    ``threads`` threads each (default: the cores divided among the jobs)."""
-    out = Path(out).resolve()  # the children run elsewhere: every path they get is absolute
+def _failure(run_dir: Path, outcome) -> str:
+    """One line: the reason job.json records (else the exception), the log's last line."""
+    record = read_job(run_dir) or {}
+    reason = record.get("reason") if record.get("state") == "failed" else None
+    if not reason:
+        reason = (str(outcome).strip().splitlines() or [type(outcome).__name__])[0]
+    tail = _log_tail(run_dir)
+    detail = f": {tail}" if tail and tail not in reason else ""
+    return f"{reason}{detail} (log: {run_dir / SWEEP_LOG})"
+
+
+def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | None = None,
+              threads: int | None = None, echo=print, executor: dict | None = None
+              ) -> SweepResult:
+    """Train and evaluate every run of ``spec`` under ``out`` through an executor.
+
+    ``executor``: the command line's executor options (``name``: local, slurm or ray, and that
+    executor's keys) over the spec's ``[executor]`` table. ``jobs``: local runs at once.
+    ``devices``: what the runs train on (local: cycled over the jobs; default every GPU, else
+    the CPU). ``threads``: CPU threads per job. Every run's config.json is written and the
+    executor's options checked before anything is submitted; only runs neither finished nor
+    worked on by another process are submitted. Local and Ray: returns when every run has
+    ended (waiting for runs other processes work on); Slurm: once the jobs are submitted."""
+    from wtc.experiments.executors import ExecutorConfig, make_executor, parse_executor
+
+    out = Path(out).resolve()  # jobs run elsewhere: every path they get is absolute
     spec.validate()
-    if int(jobs) < 1:
-        raise SweepError(f"jobs must be >= 1, got {jobs}")
-    devices = list(devices) if devices else default_devices()
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // int(jobs))
+    table = executor_table(spec, executor)
+    name = table["name"]
+    if jobs is not None:
+        if int(jobs) < 1:
+            raise SweepError(f"jobs must be >= 1, got {jobs}")
+        if name == "local":
+            table["jobs"] = int(jobs)
+    device = _config_device(name, table, devices)
+    config = parse_executor(table, device=device)  # SpecError: before anything is written
+    if name == "local":
+        local_devices = list(devices) if devices else default_devices()
+        config = ExecutorConfig(name, {**config.options, "devices": local_devices})
     prepare(spec, out)
     runs = expand(spec)
-    sweep = _Sweep(spec, out, runs, int(jobs), devices, threads, echo)
+    evaluation = evaluation_of(spec)
+    dirs = {run.id: out / run.id for run in runs}
     states = {}
     for run in runs:
-        state = run_state(spec, out / run.id)
-        states[state] = states.get(state, 0) + 1
-    sweep.todo = len(runs)
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-    echo(f"sweep {spec.name}: {len(runs)} runs ({summary}) on {', '.join(sweep.slots)} "
-         f"({jobs} at a time) -> {out}")
-    pool = ThreadPoolExecutor(max_workers=int(jobs) + 1)
+        run_dir = dirs[run.id]
+        states[run.id] = run_state(spec, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # a finished run's or a working job's config stays as it is
+        if states[run.id] != "done" and not lock_held(run_dir):
+            write_run_config(spec, run, run_dir, device)
+    mark_pending(dirs.values())
+
+    result = SweepResult(runs=len(runs))
+    t0 = time.perf_counter()
+    counts: dict = {}
+    for state in states.values():
+        counts[state] = counts.get(state, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    echo(f"sweep {spec.name}: {len(runs)} runs ({summary}) on {name} -> {out}")
+
+    def line(text):
+        done = len(result.skipped) + len(result.finished) + len(result.failed)
+        echo(f"[{done}/{result.runs}] {text} · {len(result.failed)} failed · "
+             f"{_fmt_seconds(time.perf_counter() - t0)} elapsed")
+
+    remaining = []
+    for run in runs:
+        if states[run.id] == "done":
+            result.skipped.append(run.id)
+            line(f"done before: {run.id}")
+        else:
+            remaining.append(run)
+
+    if name == "slurm":  # Slurm schedules the jobs; the sweep folder records what happens
+        todo = {str(d) for d in runs_to_submit([dirs[r.id] for r in remaining], evaluation)}
+        submit = [r for r in remaining if str(dirs[r.id]) in todo]
+        ex = make_executor(config, out, threads=threads, echo=echo)
+        ids = ex.submit([dirs[r.id] for r in submit], evaluation)
+        result.submitted = {r.id: i for r, i in zip(submit, ids)}
+        echo(f"sweep {spec.name}: submitted {len(submit)} run(s) to Slurm, job ids "
+             f"{' '.join(ids) or '-'}; {len(remaining) - len(submit)} running or queued "
+             f"already, {len(result.skipped)} done before. Progress: wtc sweep --status {out}")
+        return result
+
+    ours_ended: set = set()  # runs whose job of ours ended busy: ours to resubmit once free
+    announced: set = set()
+    ex = None
     try:
-        futures = [pool.submit(sweep.do, run) for run in runs]
-        for future in futures:
-            while True:
-                try:
-                    future.result(timeout=0.5)  # a short wait keeps Ctrl-C responsive
-                    break
-                except FutureTimeout:  # not the builtin TimeoutError before Python 3.11
+        while remaining:
+            free = {str(d) for d in runs_to_submit([dirs[r.id] for r in remaining],
+                                                   evaluation)}
+            for r in remaining:
+                if (r.id in ours_ended and not lock_held(dirs[r.id])
+                        and not is_finished(dirs[r.id], evaluation)):
+                    free.add(str(dirs[r.id]))
+            batch = [r for r in remaining if str(dirs[r.id]) in free]
+            for r in list(remaining):
+                if str(dirs[r.id]) in free:
                     continue
+                if is_finished(dirs[r.id], evaluation):  # another process finished it
+                    result.skipped.append(r.id)
+                    remaining.remove(r)
+                    line(f"done before: {r.id} (by another process)")
+                elif r.id not in announced:
+                    # an earlier sweep's orphaned job, or a second sweep on this folder, holds
+                    # it: wait for it rather than train it twice
+                    announced.add(r.id)
+                    echo(f"{r.id} is being worked on by another process (an earlier sweep's "
+                         "job?); waiting for it")
+            if batch:
+                ex = make_executor(config, out, threads=threads, echo=echo)
+                ids = ex.submit([dirs[r.id] for r in batch], evaluation)
+                result.submitted.update({r.id: i for r, i in zip(batch, ids)})
+                echo(f"submitted {len(batch)} run(s) to {name}: job ids {' '.join(ids)}")
+                outcomes = _wait(ex, len(batch))
+                for r in batch:
+                    outcome = outcomes.get(str(dirs[r.id]),
+                                           RuntimeError("the job ended without an outcome"))
+                    if isinstance(outcome, dict) and outcome.get("outcome") == "evaluated":
+                        seconds = (outcome.get("train_seconds", 0.0)
+                                   + outcome.get("eval_seconds", 0.0))
+                        result.finished.append(r.id)
+                        line(f"finished {r.id} ({states[r.id]}, {_fmt_seconds(seconds)})")
+                    elif isinstance(outcome, dict):  # busy: another process took it first
+                        ours_ended.add(r.id)
+                        continue
+                    else:
+                        result.failed[r.id] = _failure(dirs[r.id], outcome)
+                        line(f"FAILED {r.id}: {result.failed[r.id]}")
+                    remaining.remove(r)
+                ex = None
+                continue
+            if remaining:  # every run left is another process's
+                time.sleep(1.0)
     except BaseException:
-        sweep.stop()
+        if ex is not None and hasattr(ex, "stop"):
+            _stop(ex)
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    r = sweep.result
-    echo(f"sweep {spec.name}: {len(r.finished)} finished, {len(r.skipped)} done before, "
-         f"{len(r.failed)} failed in {_fmt_seconds(time.perf_counter() - sweep.t0)}")
-    for run_id, message in r.failed.items():
+    echo(f"sweep {spec.name}: {len(result.finished)} finished, {len(result.skipped)} done "
+         f"before, {len(result.failed)} failed in {_fmt_seconds(time.perf_counter() - t0)}")
+    for run_id, message in result.failed.items():
         echo(f"  FAILED {run_id}: {message}")
-    return r
+    return result
+
+
+def _wait(ex, count: int) -> dict:
+    """The outcomes of an executor's jobs; local jobs are polled, so Ctrl-C and SIGTERM get
+    through at once."""
+    from wtc.experiments.executors import LocalExecutor
+
+    if not isinstance(ex, LocalExecutor):
+        return ex.wait()
+    while True:
+        outcomes = ex.wait(timeout=0.5)
+        if len(outcomes) >= count or not any(t.is_alive() for t in ex._threads):
+            return ex.wait()
+
+
+def _stop(ex) -> None:
+    """Terminate the local jobs and wait for them to exit (so their locks are free when the
+    sweep returns); checkpoints are atomic, so a stopped run resumes next time."""
+    for _ in range(3):  # again: a job may have started between stop() and its bookkeeping
+        ex.stop()
+        ex.wait(timeout=20.0)

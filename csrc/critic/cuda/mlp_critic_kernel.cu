@@ -2,7 +2,7 @@
 // penalty and the penalty's gradient in one pass over g.
 #include <cstdint>
 
-#include "critic/mlp_critic_cuda.h"
+#include "critic/cuda/mlp_critic_cuda.h"
 
 namespace wtc {
 namespace {

@@ -10,7 +10,7 @@
 #include <mutex>
 
 #include "permute_dims/permute_dims.h"
-#include "permute_dims/permute_dims_cuda.h"
+#include "permute_dims/cuda/permute_dims_cuda.h"
 
 namespace wtc {
 namespace {

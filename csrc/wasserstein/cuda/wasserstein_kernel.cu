@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "wasserstein/merge_w1.h"
-#include "wasserstein/wasserstein_cuda.h"
+#include "wasserstein/cuda/wasserstein_cuda.h"
 
 namespace wtc {
 namespace {

@@ -1,5 +1,5 @@
 // Sorted-CDF Wasserstein ops on CUDA: ATen's segmented sorts, then the merge kernels. (The CPU
-// kernels in wasserstein.cpp sort inside the kernel with a radix sort instead.)
+// kernels in cpu/wasserstein_kernel.cpp sort inside the kernel with a radix sort instead.)
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -8,9 +8,9 @@
 
 #include <utility>
 
-#include "permute_dims/permute_dims.h"
+#include "common/column_shuffle.h"
 #include "wasserstein/wasserstein.h"
-#include "wasserstein/wasserstein_cuda.h"
+#include "wasserstein/cuda/wasserstein_cuda.h"
 
 namespace wtc {
 namespace {

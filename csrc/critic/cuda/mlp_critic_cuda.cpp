@@ -1,5 +1,5 @@
-// wtc_ext::mlp_critic_loss on CUDA: the shared algorithm (cuBLAS matmuls through ATen) with the
-// fused penalty kernel, on the current stream.
+// wtc_ext::mlp_critic_loss on CUDA: the ATen algorithm of critic/mlp_critic_aten.cpp (cuBLAS
+// matmuls) with the fused penalty kernel, on the current stream.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #include "critic/mlp_critic.h"
-#include "critic/mlp_critic_cuda.h"
+#include "critic/cuda/mlp_critic_cuda.h"
 
 namespace wtc {
 namespace {
