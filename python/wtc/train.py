@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import sys
 import time
 from dataclasses import dataclass, field
@@ -315,8 +316,16 @@ def build_model(config: TrainConfig, dataset) -> models.DisentanglingModel:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents. Loaded with ``weights_only=True``: a checkpoint holds tensors and
+    plain data only (dicts, lists, tuples, numbers, strings), so a file crafted to run code when
+    unpickled is refused before anything in it runs."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # the weights-only unpickler met a global it refuses
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainingError(f"checkpoint {path} holds objects other than tensors and plain data "
+                            f"and was refused unloaded: not a wtc checkpoint, or one crafted to "
+                            f"run code ({first}); nothing was overwritten") from None
     except Exception as err:  # torch raises many types for damaged files
         raise TrainingError(f"checkpoint {path} is corrupt or unreadable ({err}); nothing was "
                             "overwritten") from err
