@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import pickle
 import sys
@@ -331,7 +332,41 @@ def load_checkpoint(path: Path) -> dict:
                             "overwritten") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainingError(f"{path} is not a wtc checkpoint; nothing was overwritten")
+    # Checkpoints written before checksums were stored have none: accepted as they are.
+    if "sha256" in state:
+        stored = state.pop("sha256")
+        if stored != payload_digest(state):
+            raise TrainingError(f"checkpoint {path} is damaged: its contents do not match the "
+                                "checksum stored with them (flipped bytes on disk?); nothing "
+                                "was overwritten")
     return state
+
+
+def payload_digest(obj) -> str:
+    """sha256 of a checkpoint's contents: every key, value, tensor dtype, shape and byte, in
+    order. Taken of the objects rather than the file, so it is the same whatever torch.save's
+    zip layout, and a flipped byte that still unpickles is caught."""
+    h = hashlib.sha256()
+    _digest(obj, h)
+    return h.hexdigest()
+
+
+def _digest(obj, h) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key, value in obj.items():
+            h.update(f"K{key!r}".encode())
+            _digest(value, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__[0]}{len(obj)}".encode())
+        for value in obj:
+            _digest(value, h)
+    else:  # numbers, strings, bools, None: their repr is exact
+        h.update(f"V{type(obj).__name__}:{obj!r}".encode())
 
 
 class Trainer:
@@ -405,6 +440,7 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        state["sha256"] = payload_digest(state)  # verified by load_checkpoint
         return state
 
     def _restore(self, state: dict) -> tuple[int, np.random.Generator]:
