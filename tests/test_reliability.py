@@ -104,3 +104,117 @@ def test_flipped_bytes_are_caught_and_old_checkpoints_still_load(tmp_path):
     torch.save(state, path)
     assert load_checkpoint(path)["step"] == 5
     assert load_run(run)[1].steps == 5
+
+
+# -- 3. nothing lost, nothing twice -----------------------------------------------------------------
+def _die_at(monkeypatch, n):
+    real = Trainer.step
+    calls = {"n": 0}
+
+    def dying(self, x):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(self, x)
+
+    monkeypatch.setattr(Trainer, "step", dying)
+    return real
+
+
+def _log_steps(run):
+    return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _rewrite(path, state):
+    from wtc.train import payload_digest
+
+    state = {k: v for k, v in state.items() if k != "sha256"}
+    state["sha256"] = payload_digest(state)
+    torch.save(state, path)
+
+
+def test_resume_before_the_first_checkpoint_starts_from_step_0(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    real = _die_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(), run)
+    monkeypatch.setattr(Trainer, "step", real)
+    assert not (run / "checkpoint.pt").exists() and _log_steps(run) == [1, 2, 3]
+    with pytest.raises(TrainingError, match="different run"):  # only the same run
+        train(config(lr=1e-3), run, resume=True)
+    assert train(config(), run, resume=True)["steps"] == 10
+    assert _log_steps(run) == list(range(1, 11))
+
+
+def test_resume_drops_records_after_the_checkpoint_and_stale_temporaries(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    real = _die_at(monkeypatch, 8)  # after the step-5 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        train(config(), run)
+    monkeypatch.setattr(Trainer, "step", real)
+    assert _log_steps(run) == [1, 2, 3, 4, 5, 6, 7]
+    dead = run / ".checkpoint.pt.tmp999999999"  # a writer killed mid-write: no such process
+    dead.write_bytes(b"half a checkpoint")
+    live = run / ".eval.json.tmp1"  # pid 1 is alive: its writer may still be writing
+    live.write_text("{")
+    train(config(), run, resume=True)
+    assert _log_steps(run) == list(range(1, 11))  # each step once
+    assert not dead.exists() and live.exists()
+
+
+def test_resume_with_fewer_steps_than_the_checkpoint_is_refused(tmp_path):
+    run = tmp_path / "run"
+    train(config(), run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(TrainingError, match="holds step 10, beyond --steps 5.*--steps 10"):
+        train(config(steps=5), run, resume=True)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert json.loads((run / "result.json").read_text())["steps"] == 10
+
+
+@pytest.mark.parametrize("damage", ["other-model", "missing-key", "wrong-shape", "bad-rng",
+                                    "bad-torch-rng", "optimizer-shape", "no-optimizer"])
+def test_a_structurally_wrong_checkpoint_is_refused_before_anything_is_written(tmp_path, damage):
+    run = tmp_path / "run"
+    train(config(steps=5), run)
+    path = run / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    if damage == "other-model":
+        train(config(model="factor-vae", steps=1, checkpoint_every=1), tmp_path / "other")
+        state["model"] = torch.load(tmp_path / "other" / "checkpoint.pt",
+                                    weights_only=True)["model"]
+    elif damage == "missing-key":
+        del state["torch_rng"]
+    elif damage == "wrong-shape":
+        key = next(iter(state["model"]))
+        state["model"][key] = torch.zeros(3, 3)
+    elif damage == "bad-rng":
+        state["data_rng"] = {"bit_generator": "PCG64", "state": {"state": "x", "inc": 1}}
+    elif damage == "bad-torch-rng":
+        state["torch_rng"] = torch.zeros(3, dtype=torch.uint8)
+    elif damage == "optimizer-shape":
+        first = next(iter(state["optimizers"]["main"]["state"].values()))
+        first["exp_avg"] = torch.zeros(7)
+    else:
+        state["optimizers"] = {}
+    _rewrite(path, state)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(TrainingError, match=f"checkpoint {path}.*nothing was overwritten"):
+        train(config(steps=10), run, resume=True)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_resume_with_another_thread_count_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(config(steps=5), run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["num_threads"] == torch.get_num_threads()
+    capsys.readouterr()
+    train(config(steps=5), run, resume=True)
+    assert "threads" not in capsys.readouterr().err
+    state["num_threads"] = torch.get_num_threads() + 7
+    _rewrite(run / "checkpoint.pt", state)
+    train(config(steps=5), run, resume=True)
+    err = capsys.readouterr().err
+    assert (f"with {torch.get_num_threads() + 7} CPU threads and resumes with "
+            f"{torch.get_num_threads()}" in err and "not be bit-identical" in err)

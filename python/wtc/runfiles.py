@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 CONFIG = "config.json"
@@ -37,6 +38,43 @@ def temporary_name(path: Path) -> Path:
     """Where :func:`atomic_write` writes ``path`` before renaming it (hidden, per process)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+_TEMPORARY = re.compile(r"^\.(.+)\.tmp(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder) -> list:
+    """Remove what killed writers left in ``folder``: :func:`temporary_name` files whose
+    process is gone (a live one, such as a ``wtc eval`` writing next to a run, is still
+    writing). Returns the removed paths."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write(path, write) -> None:
