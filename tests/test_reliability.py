@@ -218,3 +218,75 @@ def test_a_resume_with_another_thread_count_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert (f"with {torch.get_num_threads() + 7} CPU threads and resumes with "
             f"{torch.get_num_threads()}" in err and "not be bit-identical" in err)
+
+
+# -- 4. read-only folders and full disks ----------------------------------------------------------
+# Tests run as root, for whom chmod does not stop a write: the failing system call is faked.
+def _failing_replace(monkeypatch, code, folder, only=None):
+    """os.replace into ``folder`` (of file ``only``) fails with errno ``code``."""
+    import errno
+
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        inside = os.path.dirname(os.path.abspath(dst)) == os.path.abspath(folder)
+        if inside and (only is None or os.path.basename(dst) == only):
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(src))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def _temporaries(folder):
+    return [p.name for p in folder.rglob(".*tmp*")]
+
+
+@pytest.mark.parametrize("code", ["EROFS", "ENOSPC"])
+def test_train_on_a_read_only_folder_or_full_disk_is_one_line(tmp_path, monkeypatch, capsys,
+                                                              code):
+    run = tmp_path / "run"
+    only = None if code == "EROFS" else "checkpoint.pt"  # a disk that fills at a checkpoint
+    _failing_replace(monkeypatch, code, run, only)
+    argv = ["train", "--out", str(run), "--model", "beta-vae", "--steps", "6",
+            "--checkpoint-every", "3", "--batch-size", "8", "--device", "cpu", "--quiet",
+            "--no-tensorboard", "--data-options", json.dumps(SMALL)]
+    assert wtc_main(argv) == 2
+    err = capsys.readouterr().err
+    name = "config.json" if code == "EROFS" else "checkpoint.pt"
+    assert err.strip() == (f"wtc train: cannot write {run / name}: [Errno "
+                           f"{getattr(__import__('errno'), code)}] "
+                           f"{os.strerror(getattr(__import__('errno'), code))}")
+    assert not _temporaries(tmp_path)
+
+
+def test_eval_checks_it_can_write_before_computing(tmp_path, monkeypatch, capsys):
+    import wtc.metrics
+
+    run = tmp_path / "run"
+    train(config(steps=3), run)
+    computed = []
+
+    def evaluate(*args, **kwargs):
+        computed.append(1)
+        return {"protocol": "paper", "repeats": 1, "metrics": {"mig": {"mean": 0.5, "std": 0.0}}}
+
+    monkeypatch.setattr(wtc.metrics, "evaluate", evaluate)
+    with monkeypatch.context() as mp:
+        _failing_replace(mp, "EROFS", run)
+        assert wtc_main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert err.startswith("wtc eval: cannot write ") and "Read-only file system" in err
+    assert f"{run / 'eval.json'} could not be written" in err and not computed
+    assert not _temporaries(run)
+
+    # the disk fills while computing: the results are printed, the failure named
+    with monkeypatch.context() as mp:
+        _failing_replace(mp, "ENOSPC", run, only="eval.json")
+        assert wtc_main(["eval", str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert "mig" in out and "0.5000" in out
+    assert err.strip() == (f"wtc eval: cannot write {run / 'eval.json'}: [Errno 28] No space "
+                           "left on device; the results are printed above only")
+    assert not (run / "eval.json").exists() and not _temporaries(run)
+    assert wtc_main(["eval", str(run)]) == 0 and (run / "eval.json").exists()

@@ -77,6 +77,22 @@ def remove_stale_temporaries(folder) -> list:
     return removed
 
 
+def shown_name(path) -> str:
+    """``path`` as a person knows it: a temporary of :func:`temporary_name` names its file."""
+    path = Path(path)
+    match = _TEMPORARY.match(path.name)
+    return str(path.with_name(match.group(1)) if match else path)
+
+
+def check_writable(folder) -> None:
+    """Raise the OSError a write into ``folder`` would (read-only, full, no permission): for
+    commands that compute long before writing. Goes the way every file is written: a
+    temporary file renamed, then removed."""
+    probe = Path(folder) / f".wtc-write-check{os.getpid()}"
+    atomic_write(probe, lambda tmp: Path(tmp).write_text("x"))
+    probe.unlink(missing_ok=True)
+
+
 def atomic_write(path, write) -> None:
     """``write(temporary path)``, then a rename over ``path``: a killed write leaves the previous
     file intact, and a failed one leaves no temporary behind."""
