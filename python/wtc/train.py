@@ -175,8 +175,9 @@ class TrainConfig:
                 if key not in allowed:
                     raise ValueError(f"{self.model} has no {key} (it takes "
                                      f"{', '.join(allowed) or 'none'})")
-                if not value >= 0:  # a weight: a negative one (or NaN) turns a penalty around
-                    raise ValueError(f"{key} must be >= 0, got {value}")
+                if not 0 <= value < float("inf"):  # a negative weight turns a penalty around;
+                    # an infinite one makes every loss inf or NaN
+                    raise ValueError(f"{key} must be >= 0 and finite, got {value}")
                 out[key] = value
         return out
 
@@ -195,8 +196,8 @@ class TrainConfig:
                      "latent_dim", "eval_samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be > 0 and finite, got {self.lr}")
         if self.seed < 0:  # numpy's generators take none
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not self.checkpoint_minutes > 0:
