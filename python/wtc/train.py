@@ -324,17 +324,32 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def _unpickler_detail(err: BaseException) -> str:
+    """The one line of torch's long weights-only error that says what was met."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return (rest or (lines[i + 1] if i + 1 < len(lines) else "")).split(" Please use")[0]
+    return _first_line(err)
+
+
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint's contents. Loaded with ``weights_only=True``: a checkpoint holds tensors and
     plain data only (dicts, lists, tuples, numbers, strings), so a file crafted to run code when
     unpickled is refused before anything in it runs."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # the weights-only unpickler met a global it refuses
-        first = _first_line(err)
-        raise TrainingError(f"checkpoint {path} holds objects other than tensors and plain data "
-                            f"and was refused unloaded: not a wtc checkpoint, or one crafted to "
-                            f"run code ({first}); nothing was overwritten") from None
+    except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "global" in detail.lower() or "class" in detail.lower():
+            # the weights-only unpickler met a function or class it will not call
+            raise TrainingError(f"checkpoint {path} holds objects other than tensors and plain "
+                                f"data and was refused unloaded: not a wtc checkpoint, or one "
+                                f"crafted to run code ({detail}); nothing was overwritten"
+                                ) from None
+        raise TrainingError(f"checkpoint {path} is corrupt or unreadable ({detail}); nothing "
+                            "was overwritten") from None
     except Exception as err:  # torch raises many types for damaged files
         raise TrainingError(f"checkpoint {path} is corrupt or unreadable ({err}); nothing was "
                             "overwritten") from err
