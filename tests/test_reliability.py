@@ -47,9 +47,14 @@ def test_a_crafted_checkpoint_runs_nothing(tmp_path, how, capsys):
         state = torch.load(run / "checkpoint.pt", weights_only=True)
         state["model"] = Evil(marker)
         torch.save(state, run / "checkpoint.pt")
-    else:
+    else:  # torch's legacy format is a plain pickle (protocol 2)
         with open(run / "checkpoint.pt", "wb") as f:
-            pickle.dump({"format": "wtc-checkpoint-v1", "x": Evil(marker)}, f)
+            pickle.dump({"format": "wtc-checkpoint-v1", "x": Evil(marker)}, f, protocol=2)
+        # a newer protocol stops the weights-only unpickler earlier, at an opcode: as unreadable
+        newer = tmp_path / "newer.pt"
+        newer.write_bytes(pickle.dumps({"x": Evil(marker)}, protocol=4))
+        with pytest.raises(TrainingError, match="corrupt or unreadable"):
+            load_checkpoint(newer)
     config_before = (run / "config.json").read_bytes()
     with pytest.raises(TrainingError, match="refused unloaded.*crafted to run code"):
         load_checkpoint(run / "checkpoint.pt")
