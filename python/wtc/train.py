@@ -663,9 +663,10 @@ class Trainer:
                   "'wtc[tensorboard]' for TensorBoard, or --no-tensorboard to silence this)",
                   file=sys.stderr)
             return None
-        # purge_step drops events a killed run logged after its last checkpoint
+        # purge_step drops events a killed run logged after its last checkpoint (all of them
+        # when it was killed before its first and starts again from step 0)
         return SummaryWriter(log_dir=str(self.out / TENSORBOARD),
-                             purge_step=start if start else None)
+                             purge_step=start if start or self._fresh else None)
 
     def finish(self) -> dict:
         """Reconstruction error on a fixed sample and a reconstructions image."""
