@@ -166,13 +166,15 @@ def test_train_refusals(tmp_path, capsys, run):
     refused(capsys, ["train", "--config", run / "config.json", "--latent-dim", "3", "--out", run,
                      "--resume"], "different run", "--overwrite")
     assert not out.exists()
-    # a config without a checkpoint: --resume cannot continue it, --overwrite can
+    # a config without a checkpoint (killed before its first): --resume starts it from step 0
     half = tmp_path / "half"
     half.mkdir()
     (half / "config.json").write_text(json.dumps(config(seed=9).to_json()))
-    (half / "log.jsonl").write_text("")
-    refused(capsys, ["train", "--config", half / "config.json", "--out", half, "--resume"],
-            "no checkpoint", "--overwrite")
+    (half / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    assert wtc_main(["train", "--config", str(half / "config.json"), "--out", str(half),
+                     "--resume"]) == 0
+    steps = [json.loads(line)["step"] for line in (half / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
 
 
 def test_traverse_refusals_and_folders(tmp_path, capsys, run):

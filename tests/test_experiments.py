@@ -629,3 +629,72 @@ def test_the_executor_table_round_trips_and_may_change_between_runs(tmp_path):
                                                                         "address": "auto"}
     with pytest.raises(SpecError, match="executor must be a table"):
         from_dict({"models": ["wae"], "executor": "slurm"})
+
+
+# -- reliability: one spec per folder, malformed specs refused before anything runs -------------
+
+def test_two_specs_started_on_one_folder_at_once_one_is_refused(tmp_path, monkeypatch):
+    import wtc.data
+
+    first = from_dict({"preset": "mini", "models": ["wae"]})
+    second = from_dict({"preset": "mini", "models": ["wae"], "steps": 99})
+    real_load = wtc.data.load
+    raced = []
+
+    def load(*args, **kwargs):  # the second sweep starts while the first loads its data
+        if not raced:
+            raced.append(1)
+            with pytest.raises(SweepError, match="another spec .*steps"):
+                prepare(second, tmp_path)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(wtc.data, "load", load)
+    prepare(first, tmp_path)
+    assert raced
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["spec"]["steps"] == first.steps
+    assert not list(tmp_path.glob(".sweep.json.tmp*"))
+
+
+@pytest.mark.parametrize("raw, message", [
+    ([{"models": ["wae"]}], "must be a table (a JSON object)"),
+    ({"eval": {"sizes": 5}}, "eval.sizes must be a table"),
+    ({"eval": {"metrics": "mig"}}, "eval.metrics must be a list"),
+    ({"data": ["dsprites-procedural"], "data_options": {"dsprites-procedural": {"step": "x"}}},
+     "data_options.dsprites-procedural.step must be an integer >= 1"),
+    ({"data": ["dsprites-procedural"], "data_options": {"dsprites-procedural": {"step": 0}}},
+     "data_options.dsprites-procedural.step must be an integer >= 1"),
+    ({"data": ["dsprites-procedural"],
+      "data_options": {"dsprites-procedural": {"grid_step": [1, 0]}}}, "grid_step must be"),
+    ({"data_root": 5}, "data_root must be a folder's path"),
+    ({"seeds": [-1]}, "seeds must be integers >= 0"),
+    ({"models": ["wae"], "strengths": {"wae": [float("inf")]}}, "strengths.wae must be"),
+    ({"models": ["wae"], "strengths": {"wae": [1.0, 1]}}, "strengths.wae lists a value twice"),
+    ({"models": ["wae"], "strengths": {"wae": [True]}}, "strengths.wae must be"),
+    ({"models": ["wtc-wae"], "fixed": {"wtc-wae": {"beta": float("inf")}}},
+     "fixed.wtc-wae.beta must be a finite number"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0"),
+    ({"axes": {"lr": [1e-4, float("inf")]}}, "lr must be > 0 and finite"),
+    ({"models": 5}, "models must be a non-empty list"),
+    ({"data": [5]}, "data must be a list of names"),
+    ({"strengths": [1]}, "strengths must be a table"),
+])
+def test_malformed_specs_are_refused_clearly(raw, message):
+    with pytest.raises(SpecError) as err:
+        from_dict(raw)
+    assert message in str(err.value)
+
+
+def test_binary_and_list_spec_files_are_refused(tmp_path):
+    binary = tmp_path / "spec.toml"
+    binary.write_bytes(b"\x80\x81\xfe\xff\x00binary")
+    with pytest.raises(SpecError, match="not a text file"):
+        load_spec(binary)
+    listed = tmp_path / "spec.json"
+    listed.write_text('[{"models": ["wae"]}]')
+    with pytest.raises(SpecError, match="must be a table"):
+        load_spec(listed)
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    with pytest.raises(SpecError, match="cannot read the spec"):
+        load_spec(folder)

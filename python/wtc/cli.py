@@ -68,6 +68,19 @@ def _refuse(command: str, message) -> int:
     return 2
 
 
+def _file_error(err: OSError) -> str:
+    """An OSError as one line: what could not be done to which file (the file's own name, not
+    its temporary's) and why."""
+    import errno
+
+    from wtc.runfiles import shown_name
+
+    what = ("cannot write" if err.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES,
+                                             errno.EPERM, errno.EDQUOT) else "cannot use")
+    where = shown_name(err.filename) if err.filename else "a file"
+    return f"{what} {where}: [Errno {err.errno}] {err.strerror or err}"
+
+
 def _image_path_problem(path, flag: str) -> str | None:
     """Why ``path`` cannot be a figure's file, or None; its folders are made when it is written."""
     from wtc.visualize import image_formats
@@ -155,6 +168,8 @@ def _cmd_train(args) -> int:
         result = trainer.run()
     except (ValueError, TrainingError, DataSetError) as err:
         return _refuse("train", err)
+    except OSError as err:  # a read-only folder, a full disk: one line, not a traceback
+        return _refuse("train", _file_error(err))
     except KeyboardInterrupt:
         print("wtc train: " + (trainer.interrupted() if trainer is not None else
                                "interrupted before training started; nothing was written"),
@@ -218,7 +233,7 @@ def _cmd_eval(args) -> int:
 
     from wtc.metrics import evaluate
     from wtc.metrics.evaluate import check_result, nan_metrics
-    from wtc.runfiles import EVAL, read_json, write_json_atomic
+    from wtc.runfiles import EVAL, check_writable, read_json, write_json_atomic
     from wtc.train import TrainingError, load_run
 
     bad = _check_eval_args(args)
@@ -228,6 +243,11 @@ def _cmd_eval(args) -> int:
     path = Path(args.run_dir) / EVAL
     try:
         model, config, dataset = load_run(args.run_dir, device=args.device)
+        try:  # before minutes of computing: results that cannot be written would be lost
+            check_writable(args.run_dir)
+        except OSError as err:
+            return _refuse("eval", f"{_file_error(err)}; nothing was computed, since {path} "
+                                   "could not be written")
         result = evaluate(model, dataset, metrics=args.metrics, protocol=args.protocol,
                           repeats=args.repeats, seed=args.seed, scale=args.scale,
                           sizes=_sizes(args.size), progress=not args.quiet)
@@ -258,11 +278,14 @@ def _cmd_eval(args) -> int:
         print(f"wtc eval: {', '.join(undefined)} undefined (NaN) in every repeat; kept the "
               f"complete {path.with_name(EVAL)} and wrote this result to {path}",
               file=sys.stderr)
-    write_json_atomic(result, path)  # a killed evaluation never leaves a half-written file
     print(f"{'metric':<14} {'mean':>9} {'std':>9}  ({result['protocol']}, "
           f"{result['repeats']} repeat(s))")
     for name, v in result["metrics"].items():
         print(f"{name:<14} {v['mean']:9.4f} {v['std']:9.4f}")
+    try:
+        write_json_atomic(result, path)  # a killed evaluation never leaves a half-written file
+    except OSError as err:  # the disk filled while computing: the table above is what is left
+        return _refuse("eval", f"{_file_error(err)}; the results are printed above only")
     print(f"wrote {path}")
     return 1 if kept else 0  # eval.json was not updated as asked
 

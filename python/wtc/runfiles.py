@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 CONFIG = "config.json"
@@ -40,6 +41,59 @@ def temporary_name(path: Path) -> Path:
     """Where :func:`atomic_write` writes ``path`` before renaming it (hidden, per process)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+_TEMPORARY = re.compile(r"^\.(.+)\.tmp(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder) -> list:
+    """Remove what killed writers left in ``folder``: :func:`temporary_name` files whose
+    process is gone (a live one, such as a ``wtc eval`` writing next to a run, is still
+    writing). Returns the removed paths."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def shown_name(path) -> str:
+    """``path`` as a person knows it: a temporary of :func:`temporary_name` names its file."""
+    path = Path(path)
+    match = _TEMPORARY.match(path.name)
+    return str(path.with_name(match.group(1)) if match else path)
+
+
+def check_writable(folder) -> None:
+    """Raise the OSError a write into ``folder`` would (read-only, full, no permission): for
+    commands that compute long before writing. Goes the way every file is written: a
+    temporary file renamed, then removed."""
+    probe = Path(folder) / f".wtc-write-check{os.getpid()}"
+    atomic_write(probe, lambda tmp: Path(tmp).write_text("x"))
+    probe.unlink(missing_ok=True)
 
 
 def atomic_write(path, write) -> None:

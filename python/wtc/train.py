@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import pickle
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +33,9 @@ from wtc.runfiles import (
     RECONSTRUCTIONS,
     RESULT,
     TENSORBOARD,
+    atomic_write,
     read_json,
+    remove_stale_temporaries,
     save_torch_atomic,
     write_json_atomic,
 )
@@ -171,8 +175,9 @@ class TrainConfig:
                 if key not in allowed:
                     raise ValueError(f"{self.model} has no {key} (it takes "
                                      f"{', '.join(allowed) or 'none'})")
-                if not value >= 0:  # a weight: a negative one (or NaN) turns a penalty around
-                    raise ValueError(f"{key} must be >= 0, got {value}")
+                if not 0 <= value < float("inf"):  # a negative weight turns a penalty around;
+                    # an infinite one makes every loss inf or NaN
+                    raise ValueError(f"{key} must be >= 0 and finite, got {value}")
                 out[key] = value
         return out
 
@@ -191,8 +196,8 @@ class TrainConfig:
                      "latent_dim", "eval_samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be > 0 and finite, got {self.lr}")
         if self.seed < 0:  # numpy's generators take none
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not self.checkpoint_minutes > 0:
@@ -314,15 +319,77 @@ def build_model(config: TrainConfig, dataset) -> models.DisentanglingModel:
                         latent_dim=config.latent_dim, **config.strengths(), **extra)
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _unpickler_detail(err: BaseException) -> str:
+    """The one line of torch's long weights-only error that says what was met."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return (rest or (lines[i + 1] if i + 1 < len(lines) else "")).split(" Please use")[0]
+    return _first_line(err)
+
+
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents. Loaded with ``weights_only=True``: a checkpoint holds tensors and
+    plain data only (dicts, lists, tuples, numbers, strings), so a file crafted to run code when
+    unpickled is refused before anything in it runs."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "global" in detail.lower() or "class" in detail.lower():
+            # the weights-only unpickler met a function or class it will not call
+            raise TrainingError(f"checkpoint {path} holds objects other than tensors and plain "
+                                f"data and was refused unloaded: not a wtc checkpoint, or one "
+                                f"crafted to run code ({detail}); nothing was overwritten"
+                                ) from None
+        raise TrainingError(f"checkpoint {path} is corrupt or unreadable ({detail}); nothing "
+                            "was overwritten") from None
     except Exception as err:  # torch raises many types for damaged files
         raise TrainingError(f"checkpoint {path} is corrupt or unreadable ({err}); nothing was "
                             "overwritten") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainingError(f"{path} is not a wtc checkpoint; nothing was overwritten")
+    # Checkpoints written before checksums were stored have none: accepted as they are.
+    if "sha256" in state:
+        stored = state.pop("sha256")
+        if stored != payload_digest(state):
+            raise TrainingError(f"checkpoint {path} is damaged: its contents do not match the "
+                                "checksum stored with them (flipped bytes on disk?); nothing "
+                                "was overwritten")
     return state
+
+
+def payload_digest(obj) -> str:
+    """sha256 of a checkpoint's contents: every key, value, tensor dtype, shape and byte, in
+    order. Taken of the objects rather than the file, so it is the same whatever torch.save's
+    zip layout, and a flipped byte that still unpickles is caught."""
+    h = hashlib.sha256()
+    _digest(obj, h)
+    return h.hexdigest()
+
+
+def _digest(obj, h) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key, value in obj.items():
+            h.update(f"K{key!r}".encode())
+            _digest(value, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__[0]}{len(obj)}".encode())
+        for value in obj:
+            _digest(value, h)
+    else:  # numbers, strings, bools, None: their repr is exact
+        h.update(f"V{type(obj).__name__}:{obj!r}".encode())
 
 
 class Trainer:
@@ -342,16 +409,23 @@ class Trainer:
         self.resume_state = None
         self.saved_step = None  # the step of the checkpoint on disk, once there is one
         self._nonfinite = {}  # loss name -> device flag: not finite since the last check
+        self._start, self._data_rng = 0, None
         if resume and (self.out / CHECKPOINT).exists():
             self.resume_state = load_checkpoint(self.out / CHECKPOINT)
+            self._check_structure(self.resume_state)
             self._check_compatible(self.resume_state["config"])
             self.saved_step = int(self.resume_state["step"])
+            if config.steps < self.saved_step:  # result.json would claim fewer steps than ran
+                raise TrainingError(f"cannot resume: {self.out / CHECKPOINT} holds step "
+                                    f"{self.saved_step}, beyond --steps {config.steps}; pass "
+                                    f"--steps {self.saved_step} or more; nothing was "
+                                    "overwritten")
         elif resume and existing:
-            raise TrainingError(f"{self.out} has a config but no checkpoint to resume from; "
-                                "pass --overwrite instead of --resume to start it again")
-        if overwrite and not resume:
-            for name in (CHECKPOINT, LOG, RESULT):
-                (self.out / name).unlink(missing_ok=True)
+            # Killed before its first checkpoint: nothing to continue, so it starts again from
+            # step 0 - if it is the same run.
+            saved = read_json(self.out / CONFIG)
+            if isinstance(saved, dict):
+                self._check_compatible(saved)
         self.dataset = load_data(config.data, root=config.data_root, **config.data_options)
         torch.manual_seed(config.seed)  # the initial weights too are the seed's
         self.model = build_model(config, self.dataset).to(self.device)
@@ -361,6 +435,20 @@ class Trainer:
         for name, module in self.model.adversaries.items():
             self.optimizers[name] = torch.optim.Adam(module.parameters(), lr=config.lr,
                                                      betas=betas)
+        if self.resume_state is not None:
+            # Everything is loaded and checked here, before run() writes a single file.
+            self._start, self._data_rng = self._restore(self.resume_state)
+            threads = self.resume_state.get("num_threads")
+            if (self.device.type == "cpu" and threads is not None
+                    and threads != torch.get_num_threads()):
+                print(f"warning: {self.out} was checkpointed with {threads} CPU threads and "
+                      f"resumes with {torch.get_num_threads()}: the continuation will not be "
+                      "bit-identical to an uninterrupted run (torch.set_num_threads or "
+                      "OMP_NUM_THREADS sets the count)", file=sys.stderr)
+        self._fresh = resume and self.resume_state is None and existing
+        if overwrite and not resume:
+            for name in (CHECKPOINT, LOG, RESULT):
+                (self.out / name).unlink(missing_ok=True)
 
     def _prepared(self) -> bool:
         """The folder holds only this run's config.json, written before it started (as a
@@ -393,20 +481,55 @@ class Trainer:
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "torch_rng": torch.get_rng_state(),
             "data_rng": data_rng.bit_generator.state,
+            # a resume with another count continues correctly but not bit-identically
+            "num_threads": torch.get_num_threads(),
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        state["sha256"] = payload_digest(state)  # verified by load_checkpoint
         return state
 
+    def _check_structure(self, state: dict) -> None:
+        """The keys and types a checkpoint must hold, before any of it is used."""
+        path = self.out / CHECKPOINT
+        kinds = {"step": int, "config": dict, "model": dict, "optimizers": dict,
+                 "torch_rng": torch.Tensor, "data_rng": dict}
+        for key, kind in kinds.items():
+            if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+                raise TrainingError(f"checkpoint {path} is damaged: {key!r} is missing or not "
+                                    f"a {kind.__name__}; nothing was overwritten")
+        if state["step"] < 0:
+            raise TrainingError(f"checkpoint {path} is damaged: step {state['step']} < 0; "
+                                "nothing was overwritten")
+
     def _restore(self, state: dict) -> tuple[int, np.random.Generator]:
-        self.model.load_state_dict(state["model"])
-        for k, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][k])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        data_rng = np.random.default_rng()
-        data_rng.bit_generator.state = state["data_rng"]
+        path = self.out / CHECKPOINT
+        part = "the model's weights"
+        try:
+            self.model.load_state_dict(state["model"])
+            for k, opt in self.optimizers.items():
+                part = f"the {k} optimiser's state"
+                if k not in state["optimizers"]:
+                    raise KeyError(f"no state for the {k} optimiser")
+                opt.load_state_dict(state["optimizers"][k])
+                for param, values in opt.state.items():  # Adam's load checks no shapes
+                    for name, value in values.items():
+                        if (isinstance(value, torch.Tensor) and value.dim()
+                                and value.shape != param.shape):
+                            raise ValueError(f"{name} has shape {tuple(value.shape)}, its "
+                                             f"parameter {tuple(param.shape)}")
+            part = "the torch RNG state"
+            torch.set_rng_state(state["torch_rng"])
+            if "cuda_rng" in state and torch.cuda.is_available():
+                part = "the CUDA RNG states"
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            part = "the data order's RNG state"
+            data_rng = np.random.default_rng()
+            data_rng.bit_generator.state = state["data_rng"]
+        except Exception as err:  # noqa: BLE001  (torch and numpy raise many types here)
+            raise TrainingError(f"checkpoint {path} does not fit this run: {part} could not "
+                                f"be loaded ({_first_line(err)}); nothing was overwritten"
+                                ) from None
         return int(state["step"]), data_rng
 
     # -- the loop ------------------------------------------------------------------------------
@@ -459,12 +582,18 @@ class Trainer:
     def run(self) -> dict:
         config = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config.to_json(), self.out / CONFIG)
+        remove_stale_temporaries(self.out)  # what a writer killed mid-write left
         if self.resume_state is not None:
-            start, data_rng = self._restore(self.resume_state)
+            start, data_rng = self._start, self._data_rng
+            torch.set_rng_state(self.resume_state["torch_rng"])  # as saved, whatever ran since
+            _trim_log(self.out / LOG, start)
         else:
             data_rng = np.random.default_rng(config.seed)
             start = 0
+            if self._fresh:  # killed before its first checkpoint: its records go
+                for name in (LOG, RESULT):
+                    (self.out / name).unlink(missing_ok=True)
+        write_json_atomic(config.to_json(), self.out / CONFIG)
         checked = start
         log = open(self.out / LOG, "a")
         writer = bar = None
@@ -534,9 +663,10 @@ class Trainer:
                   "'wtc[tensorboard]' for TensorBoard, or --no-tensorboard to silence this)",
                   file=sys.stderr)
             return None
-        # purge_step drops events a killed run logged after its last checkpoint
+        # purge_step drops events a killed run logged after its last checkpoint (all of them
+        # when it was killed before its first and starts again from step 0)
         return SummaryWriter(log_dir=str(self.out / TENSORBOARD),
-                             purge_step=start if start else None)
+                             purge_step=start if start or self._fresh else None)
 
     def finish(self) -> dict:
         """Reconstruction error on a fixed sample and a reconstructions image."""
@@ -573,6 +703,26 @@ class Trainer:
         return (f"interrupted; {self.out / CHECKPOINT} holds step {self.saved_step} of "
                 f"{self.config.steps}; continue with: wtc train --config {config} --out "
                 f"{self.out} --resume")
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log records past ``step`` (a killed run logged them after its last checkpoint; the
+    resumed run logs them again), atomically."""
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut by the kill
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and \
+                record["step"] <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) != len(lines):
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
 
 
 def train(config: TrainConfig, out, resume: bool = False, overwrite: bool = False) -> dict:

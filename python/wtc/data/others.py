@@ -62,7 +62,7 @@ class Cars3D(GroundTruthDataset):
         tag = zlib.crc32("\n".join([str(folder.resolve())] + names).encode())
         cached = cache_root(cache_dir) / f"cars3d-v1-{len(names)}-{tag:08x}.npy" if cache else None
         if cached is not None and cached.exists():
-            images = np.load(cached)
+            images = np.load(cached, allow_pickle=False)
         else:
             images = np.empty((4, 24, len(names), 64, 64, 3), np.uint8)
             for c, name in enumerate(names):
@@ -262,7 +262,7 @@ class MPI3D(GroundTruthDataset):
                                        f"{zf.namelist()})")
             images = memmap_npz_member(path, "images")
             if images is None:
-                with np.load(path) as data:
+                with np.load(path, allow_pickle=False) as data:
                     images = data["images"]
         expected = (int(np.prod(self.factor_sizes)), 64, 64, 3)
         if images.dtype != np.uint8 or images.shape != expected:
@@ -297,7 +297,7 @@ class CelebA(GroundTruthDataset):
         tag = zlib.crc32(str(folder.resolve()).encode())
         cached = cache_root(cache_dir) / f"celeba-v1-{len(files)}-{tag:08x}.npy" if cache else None
         if cached is not None and cached.exists():
-            images = np.load(cached, mmap_mode="r")
+            images = np.load(cached, mmap_mode="r", allow_pickle=False)
         else:
             images = np.empty((len(files), 64, 64, 3), np.uint8)
             for i, file in enumerate(files):

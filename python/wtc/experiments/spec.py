@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,15 @@ class SweepSpec:
                 raise SpecError(f"{key} must be a non-empty list, got {value!r}")
             if len(set(value)) != len(value):
                 raise SpecError(f"{key} lists a value twice: {value!r}")
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            raise SpecError(f"data_root must be a folder's path (a string), got "
+                            f"{self.data_root!r}")
+        for key in ("data", "models"):
+            if not all(isinstance(v, str) for v in getattr(self, key)):
+                raise SpecError(f"{key} must be a list of names, got {getattr(self, key)!r}")
+        for key in ("data_options", "strengths", "fixed"):
+            if not isinstance(getattr(self, key), dict):
+                raise SpecError(f"{key} must be a table, got {getattr(self, key)!r}")
         check_names("data set", self.data, NAMES)
         check_names("model", self.models, list(MODELS))
         check_names("model in [strengths]", list(self.strengths), list(MODELS))
@@ -120,14 +130,18 @@ class SweepSpec:
             # each run's wtc train gets them as command-line options
             check_names(f"option in [data_options.{name}]", list(options),
                         list(CLI_OPTIONS) + list(RENAMED_OPTIONS))  # old names still accepted
+            for key, value in options.items():
+                _check_data_option(name, key, value, RENAMED_OPTIONS)
         for model, values in self.strengths.items():
             if model not in self.models:
                 raise SpecError(f"[strengths] sets {model}, which is not in models "
                                 f"{self.models}")
             if (not isinstance(values, list) or not values
-                    or not all(isinstance(v, (int, float)) and v >= 0 for v in values)):
-                raise SpecError(f"strengths.{model} must be a non-empty list of numbers >= 0 "
-                                f"(values of its {SWEPT[model]}), got {values!r}")
+                    or not all(_finite_number(v) and v >= 0 for v in values)):
+                raise SpecError(f"strengths.{model} must be a non-empty list of finite numbers "
+                                f">= 0 (values of its {SWEPT[model]}), got {values!r}")
+            if len({float(v) for v in values}) != len(values):  # two runs in one folder
+                raise SpecError(f"strengths.{model} lists a value twice: {values!r}")
         for model, values in self.fixed.items():
             if not isinstance(values, dict):
                 raise SpecError(f"fixed.{model} must be a table of strengths, got {values!r}")
@@ -138,16 +152,18 @@ class SweepSpec:
                 if name == SWEPT[model]:
                     raise SpecError(f"fixed.{model}.{name}: {name} is the strength {model}'s "
                                     "sweep varies; set it in [strengths]")
-                if not isinstance(value, (int, float)) or value < 0:
-                    raise SpecError(f"fixed.{model}.{name} must be a number >= 0, got {value!r}")
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
-            raise SpecError(f"seeds must be integers, got {self.seeds!r}")
+                if not _finite_number(value) or value < 0:
+                    raise SpecError(f"fixed.{model}.{name} must be a finite number >= 0, got "
+                                    f"{value!r}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                   for s in self.seeds):  # numpy's generators take no negative seed
+            raise SpecError(f"seeds must be integers >= 0, got {self.seeds!r}")
         for key in ("steps", "batch_size", "checkpoint_every"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SpecError(f"{key} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise SpecError(f"lr must be a number > 0, got {self.lr!r}")
+        if not _finite_number(self.lr) or not self.lr > 0:
+            raise SpecError(f"lr must be a finite number > 0, got {self.lr!r}")
         self._validate_train_fields()
         if not isinstance(self.executor, dict):
             raise SpecError(f"executor must be a table, got {self.executor!r}")
@@ -155,15 +171,20 @@ class SweepSpec:
 
         parse_executor(self.executor)  # a wrong table fails here, before anything is submitted
         ev = self.eval
-        if ev.protocol not in PROTOCOLS:
+        if not isinstance(ev.sizes, dict):
+            raise SpecError(f"eval.sizes must be a table of sample sizes, got {ev.sizes!r}")
+        if not isinstance(ev.metrics, list) or not all(isinstance(m, str) for m in ev.metrics):
+            raise SpecError(f"eval.metrics must be a list of metric names, got {ev.metrics!r}")
+        if not isinstance(ev.protocol, str) or ev.protocol not in PROTOCOLS:
             raise SpecError(f"eval.protocol must be one of {', '.join(PROTOCOLS)}, "
                             f"got {ev.protocol!r}")
-        if ev.repeats is not None and (not isinstance(ev.repeats, int) or ev.repeats < 1):
+        if ev.repeats is not None and (not isinstance(ev.repeats, int)
+                                       or isinstance(ev.repeats, bool) or ev.repeats < 1):
             raise SpecError(f"eval.repeats must be an integer >= 1, got {ev.repeats!r}")
         check_names("metric in eval.metrics", ev.metrics, list(METRICS))
         check_names("sample size in eval.sizes", list(ev.sizes), list(SIZE_NAMES))
         for key, value in ev.sizes.items():
-            if not isinstance(value, int) or value < 2:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
                 raise SpecError(f"eval.sizes.{key} must be an integer >= 2, got {value!r}")
         return self
 
@@ -225,6 +246,33 @@ class SweepSpec:
                     raise SpecError(f"run {run.id}: {err}") from None
 
 
+def _finite_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _check_data_option(data: str, key: str, value, renamed: dict) -> None:
+    """A data option's value of the type its flag parses: each run gets it on the command line."""
+    from wtc.data.registry import cli_options
+
+    options = cli_options()
+    name = renamed.get(key, key)
+    if name not in options:
+        return
+    kind = options[name][0].type
+    where = f"data_options.{data}.{key}"
+    if kind is int:
+        values = value if isinstance(value, list) and value else [value]  # grid_step: per factor
+        low = 1 if name == "grid_step" else None
+        if not all(isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
+                   for v in values):
+            raise SpecError(f"{where} must be an integer{f' >= {low}' if low else ''}"
+                            f"{' or a list of them (one per factor)' if low else ''}, got "
+                            f"{value!r}")
+    elif kind is str and not isinstance(value, str):
+        raise SpecError(f"{where} must be a string, got {value!r}")
+
+
 # TrainConfig fields a spec sets elsewhere, or that the sweep sets itself, and why.
 _NOT_SETTABLE = {
     "model": "the runs' models are the spec's models list",
@@ -264,6 +312,9 @@ PRESETS = {"paper": _preset_paper, "mini": _preset_mini}
 
 def from_dict(raw: dict, base: SweepSpec | None = None) -> SweepSpec:
     """A spec from a parsed file: ``preset`` (optional) first, then every other key over it."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"a sweep spec must be a table (a JSON object) of keys, got "
+                        f"{type(raw).__name__} {str(raw)[:80]}")
     raw = dict(raw)
     preset = raw.pop("preset", None)
     if preset is not None:
@@ -310,9 +361,15 @@ def load_spec(source: str | Path) -> SweepSpec:
     if not path.exists():
         raise SpecError(f"{text!r} is neither a preset ({', '.join(PRESETS)}) nor an existing "
                         "spec file")
+    try:  # a binary or unreadable file is a refusal like any bad spec
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file (a spec is UTF-8 TOML or JSON)") from None
+    except OSError as err:
+        raise SpecError(f"cannot read the spec {path}: {err.strerror}") from None
     if path.suffix == ".json":
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(text)
         except json.JSONDecodeError as err:
             raise SpecError(f"{path}: not valid JSON: {err}") from None
     elif path.suffix == ".toml":
@@ -325,7 +382,7 @@ def load_spec(source: str | Path) -> SweepSpec:
                 raise SpecError(f"{path}: reading TOML needs Python 3.11 or the tomli package; "
                                 "or write the spec as JSON") from None
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise SpecError(f"{path}: not valid TOML ({err})") from err
     else:

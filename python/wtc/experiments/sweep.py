@@ -40,6 +40,7 @@ from wtc.runfiles import (
     LOCK,
     SWEEP_LOG,
     read_json,
+    temporary_name,
     write_json_atomic,
 )
 
@@ -181,8 +182,11 @@ def prepare(spec: SweepSpec, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / SWEEP_FILE
     current = spec.to_json()
+    # Claim the folder atomically: of two sweeps started on it at once, exactly one creates the
+    # record; the other finds it below and is refused when its spec differs.
+    created = _claim(path, {"format": FORMAT, "spec": current})
     saved = read_json(path)
-    if path.exists():
+    if not created:
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise SweepError(f"{path} is not a wtc sweep record; use another --out")
         # through SweepSpec, so a record of an older wtc (without newer keys) compares equal
@@ -197,13 +201,46 @@ def prepare(spec: SweepSpec, out: Path) -> None:
             raise SweepError(f"{out} holds a sweep of another spec (it differs in "
                              f"{', '.join(diffs)}); use another --out, or the spec recorded "
                              f"in {path}")
-    for name in spec.data:
-        try:
-            load(name, root=spec.data_root, **spec.data_options.get(name, {}))
-        except DataSetError as err:
-            raise SweepError(f"data set {name}: {err}") from err
-    if not path.exists() or (isinstance(saved, dict) and saved.get("spec") != current):
+    try:
+        for name in spec.data:
+            try:
+                load(name, root=spec.data_root, **spec.data_options.get(name, {}))
+            except DataSetError as err:
+                raise SweepError(f"data set {name}: {err}") from err
+    except BaseException:
+        if created:  # nothing ran: the folder is free again, e.g. for a corrected data_root
+            path.unlink(missing_ok=True)
+        raise
+    if not created and saved.get("spec") != current:
         write_json_atomic({"format": FORMAT, "spec": current}, path)  # the latest [executor]
+
+
+def _claim(path: Path, record: dict) -> bool:
+    """Create ``path`` holding ``record`` unless it exists, atomically: True if this call
+    created it. The record is written whole to a temporary first and hard-linked into place
+    (a link fails when the name exists), so no reader ever sees half a record."""
+    import json
+    import os
+
+    if path.exists():
+        return False
+    tmp = temporary_name(path)
+    try:
+        tmp.write_text(json.dumps(record, indent=1))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: an exclusive create instead
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(tmp.read_text())
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_sweep(out) -> tuple[SweepSpec, list[Run]]:
