@@ -698,3 +698,18 @@ def test_binary_and_list_spec_files_are_refused(tmp_path):
     folder.mkdir()
     with pytest.raises(SpecError, match="cannot read the spec"):
         load_spec(folder)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--devices", "gpu"], "--devices: unknown device 'gpu'"),
+    (["--jobs", "0"], "jobs must be >= 1"),
+])
+def test_sweep_refuses_bad_local_options_before_writing_anything(tmp_path, capsys, flags,
+                                                                 message):
+    from wtc.cli import main as wtc_main
+
+    assert wtc_main(["sweep", "mini", "--out", str(tmp_path / "s"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s").exists()

@@ -345,7 +345,9 @@ def _cmd_sweep(args) -> int:
         print(f"wtc sweep: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("wtc sweep: interrupted; run the same command again to continue",
+        print(f"\nwtc sweep: interrupted; each run keeps its last checkpoint (`wtc sweep "
+              f"--status {args.out}` shows where each stands); run the same command again to "
+              "continue",
               file=sys.stderr)
         return 130
     finally:

@@ -338,6 +338,15 @@ def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | Non
             raise SweepError(f"jobs must be >= 1, got {jobs}")
         if name == "local":
             table["jobs"] = int(jobs)
+    if threads is not None and int(threads) < 1:
+        raise SweepError(f"--threads must be >= 1 (CPU threads per job), got {threads}")
+    for d in devices or ():
+        from wtc.train import parse_device, pick_device
+
+        try:  # refused here, not in every run (local runs need it visible on this machine)
+            (pick_device if name == "local" else parse_device)(str(d))
+        except ValueError as err:
+            raise SweepError(f"--devices: {err}") from None
     device = _config_device(name, table, devices)
     config = parse_executor(table, device=device)  # SpecError: before anything is written
     if name == "local":
