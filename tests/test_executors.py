@@ -170,7 +170,7 @@ def test_preempted_and_killed_jobs_resume_to_an_uninterrupted_runs_parameters(tm
     executor = SlurmExecutor(tmp_path / "submitit", cluster="local", time="00:10:00")
     executor.submit([reference, preempted, killed], EVALUATION)
     for run_dir in (preempted, killed):
-        wait_for(lambda: (run_dir / CHECKPOINT).exists() and running_pid(run_dir), 120,
+        wait_for(lambda: (run_dir / CHECKPOINT).exists() and running_pid(run_dir), 300,
                  f"a checkpoint of {run_dir.name}")
     first = {r: running_pid(r) for r in (preempted, killed)}
     os.kill(first[preempted], signal.SIGTERM)  # checkpoint() -> requeue
@@ -208,7 +208,9 @@ def test_ray_local_cluster_runs_a_sweep_and_retries_a_dead_task(tmp_path):
     try:
         executor.submit([*runs, victim], EVALUATION)
         assert runs_to_submit([*runs, victim], EVALUATION) == []
-        wait_for(lambda: (victim / CHECKPOINT).exists() and running_pid(victim), 180,
+        # the victim starts once one of the two other runs has ended (2 CPUs, 1 a job): allow
+        # for a loaded machine
+        wait_for(lambda: (victim / CHECKPOINT).exists() and running_pid(victim), 600,
                  "the victim's first checkpoint")
         os.kill(running_pid(victim), signal.SIGKILL)  # its worker dies: Ray retries the task
         outcomes = executor.wait(timeout=300)

@@ -273,7 +273,8 @@ def test_eval_checks_it_can_write_before_computing(tmp_path, monkeypatch, capsys
 
     def evaluate(*args, **kwargs):
         computed.append(1)
-        return {"protocol": "paper", "repeats": 1, "metrics": {"mig": {"mean": 0.5, "std": 0.0}}}
+        return {"protocol": "paper", "repeats": 1,
+                "metrics": {"mig": {"mean": 0.5, "std": 0.0, "values": [0.5]}}}
 
     monkeypatch.setattr(wtc.metrics, "evaluate", evaluate)
     with monkeypatch.context() as mp:
