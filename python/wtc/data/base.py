@@ -35,18 +35,23 @@ def reading_npz(name: str, path):
                            "damaged or not the data set") from err
 
 
+def read_npz_member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple:
+    """(shape, fortran order, dtype, header size in bytes) of an open npz's member."""
+    with zf.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(member)
+        return shape, fortran, dtype, member.tell()
+
+
 def npz_member_header(path, key: str) -> tuple:
     """(shape, dtype, compressed) of an npz member, read from its header alone, after checking
     that the member really holds that many bytes: a damaged or crafted header must not make
     np.load allocate what it claims (1e8 images of 64x64 would be 381 GiB)."""
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(f"{key}.npy")
-        with zf.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(member)
-            header_size = member.tell()
+        shape, _, dtype, header_size = read_npz_member_header(zf, info)
     if dtype.hasobject:
         raise DataSetError(f"{path}: {key} holds Python objects, not numbers")
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize

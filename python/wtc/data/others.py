@@ -9,7 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from wtc.data.base import DataSetError, GroundTruthDataset, cache_root, reading_npz
+from wtc.data.base import (
+    DataSetError,
+    GroundTruthDataset,
+    cache_root,
+    read_npz_member_header,
+    reading_npz,
+)
 from wtc.data.registry import Option, register_dataset
 from wtc.runfiles import save_numpy_atomic
 
@@ -226,12 +232,7 @@ def memmap_npz_member(path: Path, key: str):
         info = zf.getinfo(f"{key}.npy")
         if info.compress_type != zipfile.ZIP_STORED:
             return None
-        with zf.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(member)
-            header_size = member.tell()
+        shape, fortran, dtype, header_size = read_npz_member_header(zf, info)
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)
