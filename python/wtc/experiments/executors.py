@@ -14,6 +14,7 @@ whatever submitted it (:func:`status_table`).
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -224,18 +225,18 @@ def _record_submitted(run_dir, executor: str, job_id: str, submit_pid: int | Non
 
 # -- the executors ----------------------------------------------------------------------------
 
-class Executor:
+class Executor(abc.ABC):
     """Submits run folders as jobs that run :func:`run_job`; job states go to job.json."""
 
     name = "executor"
 
+    @abc.abstractmethod
     def submit(self, run_dirs, evaluation: dict) -> list:
         """Submit one job per run folder (each holding its config.json); the job ids."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def wait(self, timeout: float | None = None) -> dict:
         """Block until the submitted jobs end: {run folder: outcome dict or the exception}."""
-        raise NotImplementedError
 
 
 def _thread_env(threads: int | None) -> dict:

@@ -17,6 +17,8 @@ the observations (``obs_rng``). The ``dlib_*`` functions are disentanglement_lib
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 
@@ -77,7 +79,7 @@ def dlib_beta_vae_factors(dataset, num_points: int, batch_size: int,
     return f1.reshape(-1, K), f2.reshape(-1, K), ks
 
 
-class Sampler:
+class Sampler(abc.ABC):
     """The draws of one evaluation from ``seed``. Subclasses draw the factor rows; the
     observations of those rows come from ``obs_rng``. Every method advances the same streams,
     so the order of the calls is part of the result."""
@@ -90,24 +92,24 @@ class Sampler:
     def check_votes(self, balanced: bool) -> None:
         """Raise ValueError if :meth:`vote_factors` cannot draw votes so (balanced or not)."""
 
+    @abc.abstractmethod
     def factors(self, dataset, n: int) -> np.ndarray:
         """(n, K) factor rows (FactorVAE's variance sample)."""
-        raise NotImplementedError
 
     def code_factors(self, dataset, n: int) -> np.ndarray:
         """(n, K) factor rows of the code-based metrics' train or test sample."""
         return self.factors(dataset, n)
 
+    @abc.abstractmethod
     def vote_factors(self, dataset, num_votes: int, batch_size: int, balanced: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
         """FactorVAE votes: (num_votes * batch_size, K) rows with one factor fixed per vote, and
         the (num_votes,) fixed factors."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def beta_vae_factors(self, dataset, num_points: int, batch_size: int):
         """BetaVAE points: factors1, factors2 (num_points * batch_size, K), the second taking
         the first's value of the point's factor, and the (num_points,) factors."""
-        raise NotImplementedError
 
 
 class NumpySampler(Sampler):
