@@ -44,6 +44,8 @@ FORMAT = "wtc-checkpoint-v1"
 # Settings a resumed run may change; everything else must match the run being resumed.
 RESUMABLE_CHANGES = {"steps", "device", "progress", "log_every", "checkpoint_every",
                      "checkpoint_minutes", "eval_samples", "tensorboard"}
+UPDATE_ORDERS = ("paper", "authors")  # see TrainConfig.update_order
+DATA_ORDERS = ("iid", "epochs")  # see TrainConfig.data_order
 # The clock of time-based checkpoints (a name of its own, so tests can move it).
 _clock = time.monotonic
 # Loss curves are redrawn at a checkpoint at most this often: drawing takes about a second.
@@ -82,8 +84,23 @@ class TrainConfig:
     gamma: float | None = _field(None, "strength gamma, for the models that take it",
                                  unset="the model's")
     latent_dim: int = _field(10, "latent dimensions")
-    estimator: str = _field("mss", "beta-tcvae's estimator of log q(z): mss (stratified) or mws "
-                                   "(weighted)")
+    estimator: str = _field("mss", "beta-tcvae's estimator of log q(z): mss (Chen et al.'s "
+                                   "stratified sampling), mws (Chen et al.'s weighted sampling) or "
+                                   "mws-authors (the WTC authors' weighted sampling, without its "
+                                   "constant)")
+    tcvae_objective: str = _field("chen", "beta-tcvae's objective: chen (rec + MI + beta * TC + "
+                                          "dimension-wise KL, Chen et al.) or authors (rec + KL + "
+                                          "beta * TC, the WTC authors' code)")
+    update_order: str = _field("paper", "paper (adversary steps on the step's codes, then the main "
+                                        "step: the paper's algorithms 2 and 3) or authors (the main "
+                                        "step with the current adversary, then the adversary "
+                                        "step on the same codes: the WTC authors' code)")
+    train_split: float = _field(1.0, "the share of the data set training draws from (the rest is "
+                                     "held out, chosen with seed 42 as the WTC authors do); "
+                                     "evaluation uses all of it")
+    data_order: str = _field("iid", "how training batches are drawn: iid (uniformly, with "
+                                    "replacement) or epochs (a fresh shuffle of the training "
+                                    "split each epoch, the WTC authors' loader)")
     steps: int = _field(300_000, "training steps (more than a finished run's to continue it)")
     batch_size: int = _field(64, "images per step")
     lr: float = _field(1e-4, "Adam learning rate, every network")
@@ -208,6 +225,13 @@ class TrainConfig:
         if self.estimator not in models.BetaTCVAE.ESTIMATORS:
             raise ValueError(f"estimator must be one of "
                              f"{', '.join(models.BetaTCVAE.ESTIMATORS)}, got {self.estimator!r}")
+        for name, valid in (("tcvae_objective", models.BetaTCVAE.OBJECTIVES),
+                            ("update_order", UPDATE_ORDERS), ("data_order", DATA_ORDERS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {', '.join(valid)}, got "
+                                 f"{getattr(self, name)!r}")
+        if not 0 < self.train_split <= 1:
+            raise ValueError(f"train_split must be in (0, 1], got {self.train_split}")
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -746,3 +770,18 @@ def load_run(run_dir, device: str | None = None):
     model.load_state_dict(state["model"])
     model.to(pick_device(device)).eval()
     return model, config, dataset
+
+
+def train_runs(configs, outs, *, resume: bool = False, overwrite: bool = False,
+               cuda_graph: bool = False) -> list:
+    """Train several runs, one outcome each: ``{"status": "trained", "result": {...}}`` or
+    ``{"status": "failed", "reason": "...", "step": int | None}``. (Interim: one after the
+    other; the stacked trainer replaces this body.)"""
+    outcomes = []
+    for config, out in zip(configs, outs, strict=True):
+        try:
+            outcomes.append({"status": "trained",
+                             "result": train(config, out, resume=resume, overwrite=overwrite)})
+        except TrainingError as err:
+            outcomes.append({"status": "failed", "reason": _first_line(err), "step": None})
+    return outcomes

@@ -79,8 +79,9 @@ class BetaTCVAE(DisentanglingModel):
                                                   "estimate of log q(z))"}
     swept = "beta"
     paper_grid = (1.0, 4.0, 8.0, 16.0)
-    config_options = ("estimator",)
-    ESTIMATORS = ("mss", "mws")
+    config_options = ("estimator", "tcvae_objective")
+    ESTIMATORS = ("mss", "mws", "mws-authors")
+    OBJECTIVES = ("chen", "authors")
 
     @classmethod
     def options_from_dataset(cls, dataset) -> dict:
