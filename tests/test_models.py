@@ -128,7 +128,7 @@ def test_registry_derives_the_lists_of_table_4():
                                           "beta-tcvae": beta, "wtc-vae": gamma, "wae": beta,
                                           "wtc-wae": gamma}
     assert models._CLASSES["wtc-vae"] is models.WTCVAE
-    assert models.BetaTCVAE.config_options == ("estimator",)
+    assert models.BetaTCVAE.config_options == ("estimator", "tcvae_objective")
 
 
 class _Sized:  # a stand-in data set: what build_model reads of one

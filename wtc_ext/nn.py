@@ -31,3 +31,36 @@ class MLPCritic(nn.Sequential):
         super().__init__(*layers)
         self.in_features = in_features
         self.hidden = hidden
+
+
+# -- LEAD TEMP: replaced by the ops helper's versions at merge ---------------------------------
+import torch as _torch
+
+
+class StackedLinear(nn.Module):
+    def __init__(self, runs: int, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(_torch.empty(runs, out_features, in_features))
+        self.bias = nn.Parameter(_torch.empty(runs, out_features))
+        with _torch.no_grad():
+            for r in range(runs):
+                single = nn.Linear(in_features, out_features)
+                self.weight[r].copy_(single.weight)
+                self.bias[r].copy_(single.bias)
+
+    def forward(self, x):
+        return _torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
+
+
+class StackedMLPCritic(nn.Sequential):
+    def __init__(self, runs: int, in_features: int, hidden: Sequence[int] = (256, 256, 256)):
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [StackedLinear(runs, width, h), nn.ReLU()]
+            width = h
+        layers.append(StackedLinear(runs, width, 1))
+        super().__init__(*layers)
+        self.runs = runs
+        self.in_features = in_features
+        self.hidden = tuple(hidden)

@@ -11,13 +11,18 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def model_input(model, x: torch.Tensor) -> torch.Tensor:
+    """Images on the model's device in its dtype (a float64 model takes float64 images)."""
+    p = next(model.parameters())
+    return x.to(p.device, p.dtype)
+
+
 @torch.no_grad()
 def posterior_means(model, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """``model.represent`` (posterior means) of ``images``, ``batch_size`` at a time on the
     model's device; returned on the CPU."""
     model.eval()
-    device = model_device(model)
-    return torch.cat([model.represent(images[i:i + batch_size].to(device)).cpu()
+    return torch.cat([model.represent(model_input(model, images[i:i + batch_size])).cpu()
                       for i in range(0, len(images), batch_size)])
 
 
@@ -25,8 +30,7 @@ def posterior_means(model, images: torch.Tensor, batch_size: int = 512) -> torch
 def dataset_means(model, dataset, indices, batch_size: int = 512) -> torch.Tensor:
     """Posterior means of the data set's images at ``indices``, loaded a batch at a time."""
     model.eval()
-    device = model_device(model)
-    return torch.cat([model.represent(dataset.batch(indices[i:i + batch_size]).to(device)).cpu()
+    return torch.cat([model.represent(model_input(model, dataset.batch(indices[i:i + batch_size]))).cpu()
                       for i in range(0, len(indices), batch_size)])
 
 
@@ -46,7 +50,6 @@ def encode_dataset(model, dataset, batch_size: int = 512, progress: bool = False
     the CPU: encoded ``batch_size`` at a time on the model's device, loading only that batch's
     images (what an evaluation caches instead of encoding a million draws)."""
     model.eval()
-    device = model_device(model)
     n = len(dataset)
     bar = None
     if progress:
@@ -58,7 +61,7 @@ def encode_dataset(model, dataset, batch_size: int = 512, progress: bool = False
     try:
         for start in range(0, n, batch_size):
             index = np.arange(start, min(start + batch_size, n), dtype=np.int64)
-            z = model.represent(dataset.batch(index).to(device)).cpu()
+            z = model.represent(model_input(model, dataset.batch(index))).cpu()
             if out is None:  # the code size is known only after the first batch
                 out = torch.empty((n, z.shape[1]), dtype=z.dtype)
             out[start:start + len(index)] = z

@@ -25,6 +25,7 @@ import torch
 
 from wtc import models
 from wtc.data import load as load_data
+from wtc.models.networks import stack_state, unstack_state
 from wtc.runfiles import (
     CHECKPOINT,
     CONFIG,
@@ -416,13 +417,98 @@ def _digest(obj, h) -> None:
         h.update(f"V{type(obj).__name__}:{obj!r}".encode())
 
 
-class Trainer:
+# Fields that may differ between the runs of one stack (each run has its own value).
+STACK_VARYING = ("seed", "beta", "gamma")
+
+
+def stack_key(config: TrainConfig) -> str:
+    """What runs must share to train as one stack: everything but their seed and strengths."""
+    values = {k: v for k, v in config.to_json().items() if k not in STACK_VARYING}
+    return json.dumps(values, sort_keys=True)
+
+
+def check_stackable(configs) -> None:
+    """A ValueError naming the first field where a run differs from the first, if any does
+    (only seeds and strengths may differ within a stack)."""
+    first = configs[0].to_json()
+    for i, config in enumerate(configs[1:], 1):
+        for k, v in config.to_json().items():
+            if k not in STACK_VARYING and _plain(v) != _plain(first[k]):
+                raise ValueError(f"runs 0 and {i} cannot train as one stack: they differ in "
+                                 f"{k} ({first[k]!r} and {v!r}); only {', '.join(STACK_VARYING)} "
+                                 "may differ")
+
+
+class BatchSampler:
+    """A run's training batches: indices into the data set, from the run's seed.
+
+    ``order="iid"`` draws each batch uniformly with replacement; ``"epochs"`` walks a fresh
+    shuffle of the training split each epoch (the WTC authors' loader; a tail shorter than a
+    batch is dropped). ``split < 1`` trains on that share of the data set only, the same share
+    for every seed: the held-out rest is chosen by a permutation with seed 42, as the authors'
+    split is, and never reaches training."""
+
+    SPLIT_SEED = 42
+
+    def __init__(self, size: int, batch_size: int, seed: int, split: float = 1.0,
+                 order: str = "iid"):
+        self.batch_size, self.order = batch_size, order
+        self.rng = np.random.default_rng(seed)
+        self.train = None
+        if split < 1:
+            n_train = round(size * split)
+            if n_train < 1:
+                raise ValueError(f"train_split {split} leaves no training image of {size}")
+            self.train = np.sort(np.random.default_rng(self.SPLIT_SEED).permutation(size)
+                                 [:n_train])
+        self.size = size if self.train is None else len(self.train)
+        if order == "epochs" and batch_size > self.size:
+            raise ValueError(f"batch_size {batch_size} is larger than the training split "
+                             f"({self.size} images): data_order 'epochs' cannot fill a batch")
+        self._epoch, self._position, self._epoch_state = None, 0, None
+
+    def held_out(self, size: int) -> np.ndarray:
+        """The indices training never sees (empty without a split)."""
+        if self.train is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.setdiff1d(np.arange(size), self.train)
+
+    def next(self) -> np.ndarray:
+        if self.order == "iid":
+            idx = self.rng.integers(0, self.size, self.batch_size)
+        else:
+            if self._epoch is None or self._position + self.batch_size > self.size:
+                self._epoch_state = self.rng.bit_generator.state
+                self._epoch, self._position = self.rng.permutation(self.size), 0
+            idx = self._epoch[self._position:self._position + self.batch_size]
+            self._position += self.batch_size
+        return idx if self.train is None else self.train[idx]
+
+    def state(self) -> dict:
+        """What a checkpoint keeps: the generator's state (for epochs, as it was before the
+        current epoch's shuffle) and the position in the epoch."""
+        if self.order == "epochs" and self._epoch is not None:
+            return {"data_rng": self._epoch_state, "data_position": self._position}
+        return {"data_rng": self.rng.bit_generator.state}
+
+    def load(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["data_rng"]
+        self._epoch = None
+        position = state.get("data_position")
+        if self.order == "epochs" and position is not None:
+            self._epoch_state = self.rng.bit_generator.state
+            self._epoch, self._position = self.rng.permutation(self.size), int(position)
+
+
+class RunFolder:
+    """One run of a trainer: its config, its folder's checks and files, and its state. Made
+    before anything is trained, so a folder that cannot take the run refuses it untouched."""
+
     def __init__(self, config: TrainConfig, out: Path, resume: bool = False,
                  overwrite: bool = False):
         config.validate()
         self.out = Path(out)
         self.config = config
-        self.device = pick_device(config.device)
         if self.out.exists() and not self.out.is_dir():
             raise TrainingError(f"{self.out} is a file; --out takes the run's folder")
         existing = ((self.out / CONFIG).exists() and not self._prepared()
@@ -432,8 +518,8 @@ class Trainer:
                                 "or --overwrite to replace it")
         self.resume_state = None
         self.saved_step = None  # the step of the checkpoint on disk, once there is one
-        self._nonfinite = {}  # loss name -> device flag: not finite since the last check
-        self._start, self._data_rng = 0, None
+        self.failed: str | None = None  # why the run stopped, when it did
+        self.failed_step: int | None = None
         if resume and (self.out / CHECKPOINT).exists():
             self.resume_state = load_checkpoint(self.out / CHECKPOINT)
             self._check_structure(self.resume_state)
@@ -450,29 +536,12 @@ class Trainer:
             saved = read_json(self.out / CONFIG)
             if isinstance(saved, dict):
                 self._check_compatible(saved)
-        self.dataset = load_data(config.data, root=config.data_root, **config.data_options)
-        torch.manual_seed(config.seed)  # the initial weights too are the seed's
-        self.model = build_model(config, self.dataset).to(self.device)
-        betas = tuple(config.adam_betas)
-        self.optimizers = {"main": torch.optim.Adam(self.model.main_parameters(), lr=config.lr,
-                                                    betas=betas)}
-        for name, module in self.model.adversaries.items():
-            self.optimizers[name] = torch.optim.Adam(module.parameters(), lr=config.lr,
-                                                     betas=betas)
-        if self.resume_state is not None:
-            # Everything is loaded and checked here, before run() writes a single file.
-            self._start, self._data_rng = self._restore(self.resume_state)
-            threads = self.resume_state.get("num_threads")
-            if (self.device.type == "cpu" and threads is not None
-                    and threads != torch.get_num_threads()):
-                print(f"warning: {self.out} was checkpointed with {threads} CPU threads and "
-                      f"resumes with {torch.get_num_threads()}: the continuation will not be "
-                      "bit-identical to an uninterrupted run (torch.set_num_threads or "
-                      "OMP_NUM_THREADS sets the count)", file=sys.stderr)
-        self._fresh = resume and self.resume_state is None and existing
-        if overwrite and not resume:
-            for name in (CHECKPOINT, LOG, RESULT):
-                (self.out / name).unlink(missing_ok=True)
+        self.fresh = resume and self.resume_state is None and existing
+        self.overwrite = overwrite and not resume
+
+    @property
+    def start(self) -> int:
+        return 0 if self.resume_state is None else int(self.resume_state["step"])
 
     def _prepared(self) -> bool:
         """The folder holds only this run's config.json, written before it started (as a
@@ -495,24 +564,6 @@ class Trainer:
                                 f"its own settings (--config {self.out / CONFIG}) or pass "
                                 "--overwrite instead of --resume to replace it")
 
-    # -- state ---------------------------------------------------------------------------------
-    def _state(self, step: int, data_rng: np.random.Generator) -> dict:
-        state = {
-            "format": FORMAT,
-            "step": step,
-            "config": self.config.to_json(),
-            "model": self.model.state_dict(),
-            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
-            "torch_rng": torch.get_rng_state(),
-            "data_rng": data_rng.bit_generator.state,
-            # a resume with another count continues correctly but not bit-identically
-            "num_threads": torch.get_num_threads(),
-        }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        state["sha256"] = payload_digest(state)  # verified by load_checkpoint
-        return state
-
     def _check_structure(self, state: dict) -> None:
         """The keys and types a checkpoint must hold, before any of it is used."""
         path = self.out / CHECKPOINT
@@ -526,196 +577,6 @@ class Trainer:
             raise TrainingError(f"checkpoint {path} is damaged: step {state['step']} < 0; "
                                 "nothing was overwritten")
 
-    def _restore(self, state: dict) -> tuple[int, np.random.Generator]:
-        path = self.out / CHECKPOINT
-        part = "the model's weights"
-        try:
-            self.model.load_state_dict(state["model"])
-            for k, opt in self.optimizers.items():
-                part = f"the {k} optimiser's state"
-                if k not in state["optimizers"]:
-                    raise KeyError(f"no state for the {k} optimiser")
-                opt.load_state_dict(state["optimizers"][k])
-                for param, values in opt.state.items():  # Adam's load checks no shapes
-                    for name, value in values.items():
-                        if (isinstance(value, torch.Tensor) and value.dim()
-                                and value.shape != param.shape):
-                            raise ValueError(f"{name} has shape {tuple(value.shape)}, its "
-                                             f"parameter {tuple(param.shape)}")
-            part = "the torch RNG state"
-            torch.set_rng_state(state["torch_rng"])
-            if "cuda_rng" in state and torch.cuda.is_available():
-                part = "the CUDA RNG states"
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            part = "the data order's RNG state"
-            data_rng = np.random.default_rng()
-            data_rng.bit_generator.state = state["data_rng"]
-        except Exception as err:  # noqa: BLE001  (torch and numpy raise many types here)
-            raise TrainingError(f"checkpoint {path} does not fit this run: {part} could not "
-                                f"be loaded ({_first_line(err)}); nothing was overwritten"
-                                ) from None
-        return int(state["step"]), data_rng
-
-    # -- the loop ------------------------------------------------------------------------------
-    def step(self, x: torch.Tensor) -> dict:
-        model = self.model
-        mean, logvar, z = model.encode(x)
-        logged = {}
-        for _ in range(self.config.adversary_steps):
-            for name, (loss, terms) in model.adversary_losses(z.detach(), x).items():
-                self._watch(loss, name)
-                opt = self.optimizers[name]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                logged.update(terms)
-                logged[f"{name}_loss"] = loss.detach()
-        for p in model.adversaries.parameters():
-            p.requires_grad_(False)
-        try:
-            terms = model.main_terms(x, mean, logvar, z)
-            self._watch(terms["loss"], "main")
-            opt = self.optimizers["main"]
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-        finally:
-            for p in model.adversaries.parameters():
-                p.requires_grad_(True)
-        logged.update({k: v.detach() for k, v in terms.items()})
-        return logged
-
-    def _watch(self, loss, name):
-        # Accumulated on the device: a per-step check would synchronise a GPU every step. The
-        # flags are read before every log record and checkpoint, so nothing non-finite is saved.
-        bad = ~torch.isfinite(loss.detach())
-        self._nonfinite[name] = bad if name not in self._nonfinite else self._nonfinite[name] | bad
-
-    def _check_finite(self, first: int, last: int, terms: dict) -> None:
-        """Raise if a loss was not finite in steps first..last (0-based), naming it."""
-        for name, flag in self._nonfinite.items():
-            if bool(flag):
-                when = f"at step {last}" if first == last else f"between steps {first} and {last}"
-                values = {k: float(v) for k, v in terms.items()}
-                loss = values.get("loss") if name == "main" else values.get(f"{name}_loss")
-                raise TrainingError(f"the {name} loss is {loss} {when} (terms: {values}); the "
-                                    f"run stopped and its last good checkpoint "
-                                    f"{self.out / CHECKPOINT} is kept")
-        self._nonfinite.clear()
-
-    def run(self) -> dict:
-        config = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.out)  # what a writer killed mid-write left
-        if self.resume_state is not None:
-            start, data_rng = self._start, self._data_rng
-            torch.set_rng_state(self.resume_state["torch_rng"])  # as saved, whatever ran since
-            _trim_log(self.out / LOG, start)
-        else:
-            data_rng = np.random.default_rng(config.seed)
-            start = 0
-            if self._fresh:  # killed before its first checkpoint: its records go
-                for name in (LOG, RESULT):
-                    (self.out / name).unlink(missing_ok=True)
-        write_json_atomic(config.to_json(), self.out / CONFIG)
-        checked = start
-        log = open(self.out / LOG, "a")
-        writer = bar = None
-        try:  # the finally below closes whatever was opened
-            writer = self._tensorboard(start)
-            if config.progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=config.steps, initial=start, desc=config.model,
-                           dynamic_ncols=True)
-            self.model.train()
-            t0, last_step = time.perf_counter(), start
-            last_save = last_curves = _clock()
-            every_s = config.checkpoint_minutes * 60
-            for step in range(start, config.steps):
-                indices = data_rng.integers(0, len(self.dataset), config.batch_size)
-                x = self.dataset.batch(indices).to(self.device, non_blocking=True)
-                terms = self.step(x)
-                done = step + 1
-                log_now = done % config.log_every == 0 or done == config.steps
-                save_now = (done % config.checkpoint_every == 0 or done == config.steps
-                            or _clock() - last_save >= every_s)
-                if log_now or save_now:
-                    self._check_finite(checked, step, terms)
-                    checked = done
-                if log_now:
-                    rate = (done - last_step) / max(time.perf_counter() - t0, 1e-9)
-                    t0, last_step = time.perf_counter(), done
-                    record = {"step": done, **{k: float(v) for k, v in terms.items()},
-                              "steps_per_s": rate}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    if writer is not None:
-                        for key, value in record.items():
-                            if key != "step":
-                                writer.add_scalar(key, value, done)
-                    if bar is not None:
-                        bar.set_postfix({k: f"{record[k]:.3g}" for k in
-                                         ("loss", "reconstruction", "kl", "tc", "wtc", "w1")
-                                         if k in record} | {"it/s": f"{rate:.1f}"})
-                if save_now:
-                    save_torch_atomic(self._state(done, data_rng), self.out / CHECKPOINT)
-                    self.saved_step = done
-                    last_save = _clock()
-                    if last_save - last_curves >= CURVES_EVERY_S and done < config.steps:
-                        log.flush()
-                        self.draw_loss_curves()
-                        last_curves = _clock()
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            log.close()
-            if writer is not None:
-                writer.close()
-            if bar is not None:
-                bar.close()
-        result = self.finish()
-        return result
-
-    def _tensorboard(self, start: int):
-        if not self.config.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # the tensorboard package is optional; log.jsonl has everything
-            print(f"tensorboard is not installed: logs go to {self.out / LOG} only (pip install "
-                  "'wtc[tensorboard]' for TensorBoard, or --no-tensorboard to silence this)",
-                  file=sys.stderr)
-            return None
-        # purge_step drops events a killed run logged after its last checkpoint (all of them
-        # when it was killed before its first and starts again from step 0)
-        return SummaryWriter(log_dir=str(self.out / TENSORBOARD),
-                             purge_step=start if start or self._fresh else None)
-
-    def finish(self) -> dict:
-        """Reconstruction error on a fixed sample and a reconstructions image."""
-        from wtc.metrics.reconstruction import reconstruction_error
-        from wtc.visualize import save_reconstructions
-
-        rec = reconstruction_error(self.model, self.dataset,
-                                   num_samples=self.config.eval_samples, seed=0)
-        save_reconstructions(self.model, self.dataset, self.out / RECONSTRUCTIONS)
-        self.draw_loss_curves()
-        result = {"steps": self.config.steps, "reconstruction_error": rec}
-        write_json_atomic(result, self.out / RESULT)
-        return result
-
-    def draw_loss_curves(self) -> None:
-        """RUN/loss_curves.png from log.jsonl. A figure that fails is reported, never fatal:
-        it must not cost a run its training."""
-        from wtc.visualize import save_loss_curves
-
-        try:
-            save_loss_curves(self.out / LOG, self.out / LOSS_CURVES,
-                             title=f"{self.config.model} on {self.config.data}")
-        except Exception as err:  # noqa: BLE001  (matplotlib raises many types)
-            print(f"could not draw {self.out / LOSS_CURVES}: {err}", file=sys.stderr)
-
     def interrupted(self) -> str:
         """What a stopped run kept and the command that continues it (wtc train's Ctrl-C)."""
         config = self.out / CONFIG
@@ -727,6 +588,497 @@ class Trainer:
         return (f"interrupted; {self.out / CHECKPOINT} holds step {self.saved_step} of "
                 f"{self.config.steps}; continue with: wtc train --config {config} --out "
                 f"{self.out} --resume")
+
+
+def _slice_optimizer_state(state: dict, r: int | None, template: dict) -> dict:
+    """Run r's optimiser state from a stacked optimiser's (each tensor's leading R sliced;
+    ``r=None``: not stacked), on the CPU where a tensor is a step count, with the param groups'
+    settings of a single run's eager optimiser (``template``)."""
+    out = {}
+    for i, values in state["state"].items():
+        out[i] = {}
+        for k, v in values.items():
+            if isinstance(v, torch.Tensor):
+                v = v[r] if v.dim() and r is not None else v
+                v = v.clone() if v.dim() else v.detach().cpu().clone()
+            out[i][k] = v
+    return {"state": out, "param_groups": template["param_groups"]}
+
+
+def _stack_optimizer_states(states: list, template: dict) -> dict:
+    """The stacked optimiser's state from R single runs' (they must share the step count)."""
+    out = {}
+    for i in states[0]["state"]:
+        values = {}
+        for k, v in states[0]["state"][i].items():
+            if isinstance(v, torch.Tensor) and v.dim():
+                values[k] = torch.stack([s["state"][i][k] for s in states])
+            else:
+                values[k] = v
+        out[i] = values
+    return {"state": out, "param_groups": template["param_groups"]}
+
+
+class Trainer:
+    """Trains one run, or R runs of one model and data set as one stacked model (a leading run
+    dim through every network and op): ``Trainer(config, out)`` or
+    ``Trainer([config, ...], [out, ...])``. The runs may differ only in their seed and
+    strengths. Each run draws its initial weights, batches and random numbers from its own seed
+    in the order it would alone, and keeps its own folder, log, checkpoint and result, exactly
+    as if trained alone: stacking changes speed, never results.
+
+    A run whose loss turns non-finite stops (``failed``: the step range and the term) and keeps
+    its last good checkpoint; the others go on. Alone, it raises :class:`TrainingError`.
+
+    ``cuda_graph=True`` (CUDA only) captures the whole training step, adversary and main steps
+    with their fused Adam updates, as one CUDA graph replayed every step: the per-run
+    generators are registered with the graph and nothing synchronises the host within a step.
+    """
+
+    def __init__(self, config, out, resume: bool = False, overwrite: bool = False,
+                 cuda_graph: bool = False):
+        if isinstance(config, TrainConfig):
+            runs = [RunFolder(config, Path(out), resume=resume, overwrite=overwrite)]
+        elif config and all(isinstance(c, RunFolder) for c in config):
+            runs = list(config)
+        else:
+            configs, outs = list(config), [Path(o) for o in out]
+            if not configs or len(configs) != len(outs):
+                raise ValueError(f"Trainer: expected as many run folders as configs (at least "
+                                 f"one), got {len(configs)} configs and {len(outs)} folders")
+            for c in configs:
+                c.validate()
+            check_stackable(configs)
+            runs = [RunFolder(c, o, resume=resume, overwrite=overwrite)
+                    for c, o in zip(configs, outs, strict=True)]
+        check_stackable([r.config for r in runs])
+        if len({r.out.resolve() for r in runs}) != len(runs):
+            raise ValueError("Trainer: two runs of the stack share one folder")
+        starts = {r.start for r in runs}
+        if len(starts) > 1:
+            raise TrainingError("the runs of a stack must resume from the same step; their "
+                                f"checkpoints hold steps {sorted(starts)} (train_runs groups "
+                                "them)")
+        self.runs = runs
+        self.config = config = runs[0].config
+        self.stacked = len(runs) > 1
+        self.device = pick_device(config.device)
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph needs a CUDA device, got {self.device}")
+        self.cuda_graph = cuda_graph
+        self._start = runs[0].start
+        self._nonfinite = {}  # loss name -> device flags: not finite since the last check
+        self._graph = None
+        self.dataset = load_data(config.data, root=config.data_root, **config.data_options)
+        singles, generators = [], []
+        for run in runs:
+            torch.manual_seed(run.config.seed)  # the initial weights too are the seed's
+            singles.append(build_model(run.config, self.dataset))
+            if self.device.type == "cpu":  # it goes on where its build left the CPU stream
+                g = torch.Generator()
+                g.set_state(torch.get_rng_state())
+            else:  # what the device's global generator gives after manual_seed(seed)
+                g = torch.Generator(device=self.device)
+                g.manual_seed(run.config.seed)
+            generators.append(g)
+        self.generators = generators
+        model = models.stack(singles) if self.stacked else singles[0]
+        self.model = model.to(self.device)
+        self.model.rng = models.RunGenerators(generators, self.stacked)
+        self.samplers = [BatchSampler(len(self.dataset), config.batch_size, r.config.seed,
+                                      config.train_split, config.data_order) for r in runs]
+        betas = tuple(config.adam_betas)
+        # capturable/fused Adam keeps its step count on the device: what a graph can replay
+        extra = {"capturable": True, "fused": True} if cuda_graph else {}
+
+        def adam(params):
+            return torch.optim.Adam(params, lr=config.lr, betas=betas, **extra)
+
+        self.optimizers = {"main": adam(self.model.main_parameters())}
+        for name, module in self.model.adversaries.items():
+            self.optimizers[name] = adam(module.parameters())
+        # a single run's optimiser settings, which its checkpoint carries
+        single = singles[0]
+        self._optimizer_templates = {"main": torch.optim.Adam(
+            single.main_parameters(), lr=config.lr, betas=betas).state_dict()}
+        for name, module in single.adversaries.items():
+            self._optimizer_templates[name] = torch.optim.Adam(
+                module.parameters(), lr=config.lr, betas=betas).state_dict()
+        del singles
+        if self._start:
+            # Everything is loaded and checked here, before run() writes a single file.
+            self._restore()
+            threads = runs[0].resume_state.get("num_threads")
+            if (self.device.type == "cpu" and threads is not None
+                    and threads != torch.get_num_threads()):
+                print(f"warning: {runs[0].out} was checkpointed with {threads} CPU threads and "
+                      f"resumes with {torch.get_num_threads()}: the continuation will not be "
+                      "bit-identical to an uninterrupted run (torch.set_num_threads or "
+                      "OMP_NUM_THREADS sets the count)", file=sys.stderr)
+        for run in runs:
+            if run.overwrite:
+                for name in (CHECKPOINT, LOG, RESULT):
+                    (run.out / name).unlink(missing_ok=True)
+
+    # -- what a single-run caller reads ----------------------------------------------------------
+    @property
+    def out(self) -> Path:
+        return self.runs[0].out
+
+    @property
+    def resume_state(self):
+        return self.runs[0].resume_state
+
+    @property
+    def saved_step(self):
+        return self.runs[0].saved_step
+
+    def interrupted(self) -> str:
+        return "\n".join(run.interrupted() for run in self.runs)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _run_model_state(self, r: int) -> dict:
+        state = self.model.state_dict()
+        return state if not self.stacked else unstack_state(state, r)
+
+    def _run_optimizer_state(self, r: int) -> dict:
+        out = {}
+        for name, opt in self.optimizers.items():
+            state = opt.state_dict()
+            if self.stacked or self.cuda_graph:  # as a single run's eager Adam keeps it
+                state = _slice_optimizer_state(state, r if self.stacked else None,
+                                               self._optimizer_templates[name])
+            out[name] = state
+        return out
+
+    def _state(self, r: int, step: int) -> dict:
+        run = self.runs[r]
+        g = self.generators[r]
+        state = {
+            "format": FORMAT,
+            "step": step,
+            "config": run.config.to_json(),
+            "model": self._run_model_state(r),
+            "optimizers": self._run_optimizer_state(r),
+            # the run's generator (CPU runs), as the single-run trainer kept the global one
+            "torch_rng": g.get_state() if self.device.type == "cpu" else torch.get_rng_state(),
+            **self.samplers[r].state(),
+            # a resume with another count continues correctly but not bit-identically
+            "num_threads": torch.get_num_threads(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = [g.get_state()]
+        state["sha256"] = payload_digest(state)  # verified by load_checkpoint
+        return state
+
+    def _restore(self) -> None:
+        part = "the model's weights"
+        run = self.runs[0]
+        try:
+            states = [r.resume_state for r in self.runs]
+            if self.stacked:
+                self.model.load_state_dict(stack_state([s["model"] for s in states]))
+            else:
+                self.model.load_state_dict(states[0]["model"])
+            for k, opt in self.optimizers.items():
+                part = f"the {k} optimiser's state"
+                for run, s in zip(self.runs, states, strict=True):
+                    if k not in s["optimizers"]:
+                        raise KeyError(f"no state for the {k} optimiser")
+                if self.stacked:
+                    opt.load_state_dict(_stack_optimizer_states(
+                        [s["optimizers"][k] for s in states], opt.state_dict()))
+                else:
+                    opt.load_state_dict(states[0]["optimizers"][k])
+                for param, values in opt.state.items():  # Adam's load checks no shapes
+                    for name, value in values.items():
+                        if (isinstance(value, torch.Tensor) and value.dim()
+                                and value.shape != param.shape):
+                            raise ValueError(f"{name} has shape {tuple(value.shape)}, its "
+                                             f"parameter {tuple(param.shape)}")
+            for run, s, g, sampler in zip(self.runs, states, self.generators, self.samplers,
+                                          strict=True):
+                if self.device.type == "cpu":
+                    part = "the torch RNG state"
+                    g.set_state(s["torch_rng"])
+                elif s.get("cuda_rng"):
+                    part = "the CUDA RNG state"
+                    saved = s["cuda_rng"]
+                    index = self.device.index or 0
+                    g.set_state(saved[index] if len(saved) > index else saved[0])
+                part = "the data order's RNG state"
+                sampler.load(s)
+        except Exception as err:  # noqa: BLE001  (torch and numpy raise many types here)
+            raise TrainingError(f"checkpoint {run.out / CHECKPOINT} does not fit this run: "
+                                f"{part} could not be loaded ({_first_line(err)}); nothing was "
+                                "overwritten") from None
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _next_batch(self) -> torch.Tensor:
+        """Each run's next batch from its own sampler: (B, ...) alone, (R, B, ...) stacked."""
+        images = [self.dataset.batch(s.next()) for s in self.samplers]
+        x = torch.stack(images) if self.stacked else images[0]
+        dtype = next(self.model.parameters()).dtype
+        return x.to(self.device, dtype=dtype, non_blocking=True)
+
+    def _adversary_steps(self, z: torch.Tensor, x: torch.Tensor, logged: dict) -> None:
+        model = self.model
+        for k in range(self.config.adversary_steps):
+            if k:  # every further adversary step sees a fresh batch of codes
+                x = self._next_batch()
+                with torch.no_grad():
+                    z = model.encode(x)[2]
+            for name, (loss, terms) in model.adversary_losses(z.detach(), x).items():
+                self._watch(loss, name)
+                opt = self.optimizers[name]
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()  # runs are independent: each gets its own gradient
+                opt.step()
+                logged.update(terms)
+                logged[f"{name}_loss"] = loss.detach()
+
+    def _main_step(self, x, mean, logvar, z) -> dict:
+        model = self.model
+        for p in model.adversaries.parameters():
+            p.requires_grad_(False)
+        try:
+            terms = model.main_terms(x, mean, logvar, z)
+            self._watch(terms["loss"], "main")
+            opt = self.optimizers["main"]
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].sum().backward()
+            opt.step()
+        finally:
+            for p in model.adversaries.parameters():
+                p.requires_grad_(True)
+        return {k: v.detach() for k, v in terms.items()}
+
+    def step(self, x: torch.Tensor) -> dict:
+        """One training step on batch x (the adversary steps and the main step, in the
+        configured order); the logged terms, one value per run."""
+        mean, logvar, z = self.model.encode(x)
+        logged = {}
+        if self.config.update_order == "authors":
+            # the main step with the current adversary, then the adversary on the same codes
+            main = self._main_step(x, mean, logvar, z)
+            self._adversary_steps(z, x, logged)
+        else:
+            self._adversary_steps(z, x, logged)
+            main = self._main_step(x, mean, logvar, z)
+        logged.update(main)
+        return logged
+
+    def _watch(self, loss, name):
+        # Accumulated on the device, in place: a per-step check would synchronise a GPU every
+        # step (and a captured graph updates the same flags). The flags are read before every
+        # log record and checkpoint, so nothing non-finite is saved.
+        bad = ~torch.isfinite(loss.detach())
+        if name not in self._nonfinite:
+            self._nonfinite[name] = torch.zeros_like(bad)
+        self._nonfinite[name].logical_or_(bad)
+
+    def _check_finite(self, first: int, last: int, terms: dict) -> None:
+        """Stop every run whose loss was not finite in steps first..last (0-based), naming the
+        loss; alone, raise."""
+        flags = {name: flag.reshape(-1).tolist() for name, flag in self._nonfinite.items()}
+        for flag in self._nonfinite.values():
+            flag.zero_()
+        for r, run in enumerate(self.runs):
+            if run.failed is not None:
+                continue
+            for name, bad in flags.items():
+                if bad[r]:
+                    when = (f"at step {last}" if first == last
+                            else f"between steps {first} and {last}")
+                    values = self._run_values(terms, r)
+                    loss = values.get("loss") if name == "main" else values.get(f"{name}_loss")
+                    message = (f"the {name} loss is {loss} {when} (terms: {values}); the run "
+                               f"stopped and its last good checkpoint {run.out / CHECKPOINT} "
+                               "is kept")
+                    if not self.stacked:
+                        raise TrainingError(message)
+                    run.failed, run.failed_step = message, last
+                    print(f"{run.out}: {message}", file=sys.stderr)
+                    break
+
+    def _run_values(self, terms: dict, r: int) -> dict:
+        if not self.stacked:
+            return {k: float(v) for k, v in terms.items()}
+        return {k: float(v[r]) for k, v in terms.items()}
+
+    def _graph_step(self, x: torch.Tensor) -> dict:
+        """The step as a captured CUDA graph: the first three steps run eagerly on a side
+        stream (they warm up the allocator and create the optimisers' state), the fourth is
+        captured, and every later one replays it on a new batch copied into the same input."""
+        if self._graph is None:
+            if not hasattr(self, "_warm"):
+                self._warm = 0
+                self._side = torch.cuda.Stream(self.device)
+            if self._warm < 3:
+                self._warm += 1
+                self._side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(self._side):
+                    terms = self.step(x)
+                torch.cuda.current_stream(self.device).wait_stream(self._side)
+                return terms
+            if self.config.adversary_steps > 1:
+                raise TrainingError("--cuda-graph takes adversary_steps 1 (the fresh batches "
+                                    "of further adversary steps are drawn on the host)")
+            self._static_x = x.clone()
+            graph = torch.cuda.CUDAGraph()
+            for g in self.generators:
+                graph.register_generator_state(g)
+            torch.cuda.synchronize(self.device)
+            with torch.cuda.graph(graph):
+                self._static_terms = self.step(self._static_x)
+            self._graph = graph
+        else:
+            self._static_x.copy_(x, non_blocking=True)
+        self._graph.replay()
+        return self._static_terms
+
+    def run(self) -> list | dict:
+        """Train every run to its config's steps; one result (or, stacked, one outcome per run:
+        see :func:`train_runs`)."""
+        config, runs = self.config, self.runs
+        for run in runs:
+            run.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(run.out)  # what a writer killed mid-write left
+            if run.resume_state is not None:
+                _trim_log(run.out / LOG, run.start)
+            elif run.fresh:  # killed before its first checkpoint: its records go
+                for name in (LOG, RESULT):
+                    (run.out / name).unlink(missing_ok=True)
+            write_json_atomic(run.config.to_json(), run.out / CONFIG)
+        start = self._start
+        checked = start
+        logs = [open(run.out / LOG, "a") for run in runs]  # noqa: SIM115  (closed below)
+        writers, bar = [None] * len(runs), None
+        step_fn = self._graph_step if self.cuda_graph else self.step
+        try:  # the finally below closes whatever was opened
+            writers = [self._tensorboard(run, start) for run in runs]
+            if config.progress:
+                from tqdm import tqdm
+
+                desc = config.model + (f" x{len(runs)}" if self.stacked else "")
+                bar = tqdm(total=config.steps, initial=start, desc=desc, dynamic_ncols=True)
+            self.model.train()
+            t0, last_step = time.perf_counter(), start
+            last_save = last_curves = _clock()
+            every_s = config.checkpoint_minutes * 60
+            for step in range(start, config.steps):
+                if all(run.failed is not None for run in runs):
+                    break
+                terms = step_fn(self._next_batch())
+                done = step + 1
+                log_now = done % config.log_every == 0 or done == config.steps
+                save_now = (done % config.checkpoint_every == 0 or done == config.steps
+                            or _clock() - last_save >= every_s)
+                if log_now or save_now:
+                    self._check_finite(checked, step, terms)
+                    checked = done
+                if log_now:
+                    rate = (done - last_step) / max(time.perf_counter() - t0, 1e-9)
+                    t0, last_step = time.perf_counter(), done
+                    host = {k: v.detach().cpu() for k, v in terms.items()}
+                    for r, run in enumerate(runs):
+                        if run.failed is not None:
+                            continue
+                        record = {"step": done, **self._run_values(host, r),
+                                  "steps_per_s": rate}
+                        logs[r].write(json.dumps(record) + "\n")
+                        logs[r].flush()
+                        if writers[r] is not None:
+                            for key, value in record.items():
+                                if key != "step":
+                                    writers[r].add_scalar(key, value, done)
+                    if bar is not None:
+                        record = self._run_values(host, 0)
+                        bar.set_postfix({k: f"{record[k]:.3g}" for k in
+                                         ("loss", "reconstruction", "kl", "tc", "wtc", "w1")
+                                         if k in record} | {"it/s": f"{rate:.1f}"})
+                if save_now:
+                    for r, run in enumerate(runs):
+                        if run.failed is None:
+                            save_torch_atomic(self._state(r, done), run.out / CHECKPOINT)
+                            run.saved_step = done
+                    last_save = _clock()
+                    if last_save - last_curves >= CURVES_EVERY_S and done < config.steps:
+                        for log in logs:
+                            log.flush()
+                        self.draw_loss_curves()
+                        last_curves = _clock()
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            for log in logs:
+                log.close()
+            for writer in writers:
+                if writer is not None:
+                    writer.close()
+            if bar is not None:
+                bar.close()
+        results = self.finish()
+        if not self.stacked:
+            return results[0]["result"]
+        return results
+
+    def _tensorboard(self, run: RunFolder, start: int):
+        if not self.config.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the tensorboard package is optional; log.jsonl has everything
+            print(f"tensorboard is not installed: logs go to {run.out / LOG} only (pip install "
+                  "'wtc[tensorboard]' for TensorBoard, or --no-tensorboard to silence this)",
+                  file=sys.stderr)
+            return None
+        # purge_step drops events a killed run logged after its last checkpoint (all of them
+        # when it was killed before its first and starts again from step 0)
+        return SummaryWriter(log_dir=str(run.out / TENSORBOARD),
+                             purge_step=start if start or run.fresh else None)
+
+    def run_model(self, r: int = 0) -> models.DisentanglingModel:
+        """Run r's model as a single-run model (the model itself when there is one run)."""
+        return self.model.unstack(r) if self.stacked else self.model
+
+    def finish(self) -> list:
+        """Per run: reconstruction error on a fixed sample and a reconstructions image;
+        ``{"status": "trained", "result": ...}`` or ``{"status": "failed", ...}``."""
+        from wtc.metrics.reconstruction import reconstruction_error
+        from wtc.visualize import save_reconstructions
+
+        outcomes = []
+        for r, run in enumerate(self.runs):
+            if run.failed is not None:
+                outcomes.append({"status": "failed", "reason": run.failed,
+                                 "step": run.failed_step})
+                continue
+            model = self.run_model(r).eval()
+            rec = reconstruction_error(model, self.dataset, num_samples=run.config.eval_samples,
+                                       seed=0)
+            save_reconstructions(model, self.dataset, run.out / RECONSTRUCTIONS)
+            self._draw_loss_curves(run)
+            result = {"steps": run.config.steps, "reconstruction_error": rec}
+            write_json_atomic(result, run.out / RESULT)
+            outcomes.append({"status": "trained", "result": result})
+        return outcomes
+
+    def draw_loss_curves(self) -> None:
+        for run in self.runs:
+            if run.failed is None:
+                self._draw_loss_curves(run)
+
+    def _draw_loss_curves(self, run: RunFolder) -> None:
+        """RUN/loss_curves.png from log.jsonl. A figure that fails is reported, never fatal:
+        it must not cost a run its training."""
+        from wtc.visualize import save_loss_curves
+
+        try:
+            save_loss_curves(run.out / LOG, run.out / LOSS_CURVES,
+                             title=f"{run.config.model} on {run.config.data}")
+        except Exception as err:  # noqa: BLE001  (matplotlib raises many types)
+            print(f"could not draw {run.out / LOSS_CURVES}: {err}", file=sys.stderr)
 
 
 def _trim_log(path: Path, step: int) -> None:
@@ -773,15 +1125,41 @@ def load_run(run_dir, device: str | None = None):
 
 
 def train_runs(configs, outs, *, resume: bool = False, overwrite: bool = False,
-               cuda_graph: bool = False) -> list:
-    """Train several runs, one outcome each: ``{"status": "trained", "result": {...}}`` or
-    ``{"status": "failed", "reason": "...", "step": int | None}``. (Interim: one after the
-    other; the stacked trainer replaces this body.)"""
-    outcomes = []
-    for config, out in zip(configs, outs, strict=True):
+               cuda_graph: bool = False, stack: int | None = None) -> list:
+    """Train runs that differ only in seed and strengths as stacks of at most ``stack`` runs
+    (default: all at once), one outcome per run, in order: ``{"status": "trained", "result":
+    {...result.json...}}`` or ``{"status": "failed", "reason": "one line", "step": int | None}``.
+    A run whose folder refuses it (occupied, another run's checkpoint, damaged) fails alone;
+    runs resuming from different steps train in separate stacks."""
+    configs, outs = list(configs), [Path(o) for o in outs]
+    if len(configs) != len(outs):
+        raise ValueError(f"train_runs: {len(configs)} configs but {len(outs)} folders")
+    if stack is not None and stack < 1:
+        raise ValueError(f"train_runs: stack must be >= 1, got {stack}")
+    outcomes: list = [None] * len(configs)
+    ready = []
+    for i, (config, out) in enumerate(zip(configs, outs, strict=True)):
         try:
-            outcomes.append({"status": "trained",
-                             "result": train(config, out, resume=resume, overwrite=overwrite)})
-        except TrainingError as err:
-            outcomes.append({"status": "failed", "reason": _first_line(err), "step": None})
+            ready.append((i, RunFolder(config, out, resume=resume, overwrite=overwrite)))
+        except (TrainingError, ValueError) as err:
+            outcomes[i] = {"status": "failed", "reason": _first_line(err), "step": None}
+    if ready:
+        check_stackable([run.config for _, run in ready])
+    groups: dict = {}
+    for i, run in ready:  # one stack per resume step
+        groups.setdefault(run.start, []).append((i, run))
+    for members in groups.values():
+        size = stack or len(members)
+        for k in range(0, len(members), size):
+            part = members[k:k + size]
+            try:
+                trainer = Trainer([run for _, run in part], None, cuda_graph=cuda_graph)
+                result = trainer.run()
+                results = [{"status": "trained", "result": result}] if len(part) == 1 \
+                    else result
+            except TrainingError as err:
+                results = [{"status": "failed", "reason": _first_line(err),
+                            "step": None}] * len(part)
+            for (i, _), outcome in zip(part, results, strict=True):
+                outcomes[i] = outcome
     return outcomes

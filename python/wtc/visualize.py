@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wtc.representation import dataset_means, model_device
+from wtc.representation import dataset_means, model_input
 
 
 def pyplot():
@@ -91,7 +91,7 @@ def save_reconstructions(model, dataset, path, count: int = 8, seed: int = 1) ->
     """Originals (top row) and their reconstructions from posterior means (bottom row)."""
     model.eval()
     indices = np.random.default_rng(seed).integers(0, len(dataset), count)
-    x = dataset.batch(indices).to(model_device(model))
+    x = model_input(model, dataset.batch(indices))
     recon = torch.sigmoid(model.decoder(model.represent(x)))
     save_image_grid(torch.cat([x, recon]).cpu(), path, 2, count, ["data", "recon"])
 
@@ -111,7 +111,7 @@ def save_traversals(model, dataset, path, steps: int = 9, seed: int = 2,
     grid = base.repeat(d * steps, 1)
     for j in range(d):
         grid[j * steps:(j + 1) * steps, j] = torch.linspace(low[j], high[j], steps)
-    images = torch.sigmoid(model.decoder(grid.to(model_device(model)))).cpu()
+    images = torch.sigmoid(model.decoder(model_input(model, grid))).cpu()
     rows = [f"z{j} {float(low[j]):+.2f}..{float(high[j]):+.2f}" for j in range(d)]
     columns = [f"{p:.0f}%" for p in np.linspace(2, 98, steps)]
     note = "rows: latent dims, swept over the values shown; columns: percentile over the data"

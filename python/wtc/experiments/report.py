@@ -8,9 +8,9 @@ from __future__ import annotations
 import csv
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

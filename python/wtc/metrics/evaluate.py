@@ -15,12 +15,17 @@ their codes up (wtc.metrics.cache): the same draws and values, hours less.
 
 from __future__ import annotations
 
-import numpy as np
-
 import math
 
+import numpy as np
+
 from wtc.metrics._utils import as_codes
-from wtc.metrics.cache import CachedRepresentation, EncodedDataset, cacheable, draws_per_repeat
+from wtc.metrics.cache import (
+    CachedRepresentation,
+    EncodedDataset,
+    cacheable,
+    draws_per_repeat,
+)
 from wtc.metrics.registry import (
     METRICS,
     Repeat,

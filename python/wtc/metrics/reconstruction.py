@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from wtc.metrics.registry import register_metric
-from wtc.representation import model_device
+from wtc.representation import model_input
 
 
 @torch.no_grad()
@@ -18,10 +18,9 @@ def reconstruction_error(model, dataset, num_samples: int = 2048, seed: int = 0,
     model.eval()
     rng = np.random.default_rng(seed)
     indices = rng.integers(0, len(dataset), num_samples)
-    device = model_device(model)
     total = 0.0
     for start in range(0, num_samples, batch_size):
-        x = dataset.batch(indices[start:start + batch_size]).to(device)
+        x = model_input(model, dataset.batch(indices[start:start + batch_size]))
         logits = model.decoder(model.represent(x))
         total += F.binary_cross_entropy_with_logits(logits, x, reduction="sum").item()
     return total / num_samples

@@ -18,8 +18,8 @@ does first), in the order of its imports: that order is the report's column orde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -22,7 +22,6 @@ import abc
 import numpy as np
 
 
-
 def check_sampling(sampling: str) -> None:
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")

@@ -20,6 +20,7 @@ from wtc.models.base import (
     REGISTRY,
     SWEPT,
     DisentanglingModel,
+    RunGenerators,
     build,
     critic_estimate,
     critic_step,
@@ -28,6 +29,7 @@ from wtc.models.base import (
     model_class,
     reconstruction_loss,
     register,
+    stack,
     unregister,
 )
 from wtc.models.networks import Decoder, Encoder, FactorDiscriminator
@@ -57,6 +59,7 @@ __all__ = [
     "Encoder",
     "FactorDiscriminator",
     "FactorVAE",
+    "RunGenerators",
     "build",
     "critic_estimate",
     "critic_step",
@@ -65,5 +68,6 @@ __all__ = [
     "model_class",
     "reconstruction_loss",
     "register",
+    "stack",
     "unregister",
 ]

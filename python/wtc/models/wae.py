@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
-
-import wtc_ext
 from wtc.models.base import (
     DisentanglingModel,
     critic_estimate,
     critic_step,
+    make_critic,
     reconstruction_loss,
     register,
 )
-from wtc_ext.nn import MLPCritic
 
 
 @register
@@ -29,19 +26,19 @@ class WAE(DisentanglingModel):
     swept = "beta"
     paper_grid = (1.0, 4.0, 8.0, 16.0)
 
-    def __init__(self, in_channels=1, latent_dim=10, **strengths):
-        super().__init__(in_channels, latent_dim, **strengths)
-        self.adversaries["critic"] = MLPCritic(latent_dim)
+    def __init__(self, in_channels=1, latent_dim=10, runs=None, **strengths):
+        super().__init__(in_channels, latent_dim, runs, **strengths)
+        self.adversaries["critic"] = make_critic(latent_dim, runs)
 
     def adversary_losses(self, z, x=None):
         z = z.detach()
-        return {"critic": critic_step(self.adversaries["critic"], z, torch.randn_like(z),
-                                      "critic_w1", "critic_gp")}
+        return {"critic": critic_step(self.adversaries["critic"], z, self.normal_like(z),
+                                      "critic_w1", "critic_gp", self.op_generator())}
 
     def main_terms(self, x, mean, logvar, z):
         rec = reconstruction_loss(self.decoder(z), x)
-        w1 = critic_estimate(self.adversaries["critic"], z, torch.randn_like(z))
-        return {"loss": rec + self.strengths["beta"] * w1, "reconstruction": rec, "w1": w1}
+        w1 = critic_estimate(self.adversaries["critic"], z, self.normal_like(z))
+        return {"loss": rec + self.strength("beta") * w1, "reconstruction": rec, "w1": w1}
 
 
 @register
@@ -57,23 +54,24 @@ class WTCWAE(DisentanglingModel):
     swept = "gamma"
     paper_grid = (10.0, 20.0, 40.0, 80.0)
 
-    def __init__(self, in_channels=1, latent_dim=10, **strengths):
-        super().__init__(in_channels, latent_dim, **strengths)
-        self.adversaries["critic_f"] = MLPCritic(latent_dim)
-        self.adversaries["critic_g"] = MLPCritic(latent_dim)
+    def __init__(self, in_channels=1, latent_dim=10, runs=None, **strengths):
+        super().__init__(in_channels, latent_dim, runs, **strengths)
+        self.adversaries["critic_f"] = make_critic(latent_dim, runs)
+        self.adversaries["critic_g"] = make_critic(latent_dim, runs)
 
     def adversary_losses(self, z, x=None):
         z = z.detach()
-        zp = wtc_ext.permute_dims(z)
+        zp = self.permute_dims(z)
+        gen = self.op_generator()
         return {"critic_f": critic_step(self.adversaries["critic_f"], z, zp, "critic_wtc",
-                                        "critic_f_gp"),
-                "critic_g": critic_step(self.adversaries["critic_g"], zp, torch.randn_like(z),
-                                        "critic_w1", "critic_g_gp")}
+                                        "critic_f_gp", gen),
+                "critic_g": critic_step(self.adversaries["critic_g"], zp, self.normal_like(z),
+                                        "critic_w1", "critic_g_gp", gen)}
 
     def main_terms(self, x, mean, logvar, z):
         rec = reconstruction_loss(self.decoder(z), x)
-        zp = wtc_ext.permute_dims(z)
-        w1 = critic_estimate(self.adversaries["critic_g"], zp, torch.randn_like(z))
+        zp = self.permute_dims(z)
+        w1 = critic_estimate(self.adversaries["critic_g"], zp, self.normal_like(z))
         wtc = critic_estimate(self.adversaries["critic_f"], z, zp)
-        loss = rec + self.strengths["beta"] * w1 + self.strengths["gamma"] * wtc
+        loss = rec + self.strength("beta") * w1 + self.strength("gamma") * wtc
         return {"loss": loss, "reconstruction": rec, "w1": w1, "wtc": wtc}
