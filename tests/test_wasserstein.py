@@ -348,3 +348,111 @@ def test_conditional_reads_any_layout():
         ref = z.gather(0, idx)
         got = wtc_ext.conditional_wasserstein(z, labels, ref.t().contiguous().t())
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15, msg=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# R runs' codes in one call: z (R, N, d) sharing the labels
+
+
+def stacked_codes(device, R=3, N=120, d=4, K=2, seed=21):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(R, N, d, dtype=torch.float64, generator=g)
+    labels = torch.randint(0, 5, (N, K), generator=g)
+    z[..., 0] += labels[:, 0].double()  # some dependence, so the distances differ
+    return z.to(device), labels.to(device)
+
+
+@pytest.mark.parametrize("mode", ["none", "tensor", "index", "permuted-list", "permuted-one",
+                                  "permuted-global"])
+@pytest.mark.parametrize("scale", [False, True])
+def test_conditional_stacked_equals_single_calls(device, mode, scale):
+    """W[r] of one call on z (R, N, d) equals the call on z[r], exactly; a permuted reference
+    draws run r's permutation as that call would (from generator[r], or in turn from one
+    generator or the global one, as R calls in a row would)."""
+    z, labels = stacked_codes(device)
+    R, N, d = z.shape
+    kwargs = [{} for _ in range(R)]
+    stacked_kw = {}
+    if mode == "tensor":
+        ref = torch.randn(R, N, d, dtype=z.dtype, device=device)
+        stacked_kw = {"reference": ref}
+        kwargs = [{"reference": ref[r]} for r in range(R)]
+    elif mode == "index":
+        idx = torch.stack([torch.stack([torch.randperm(N) for _ in range(d)], 1)
+                           for _ in range(R)]).to(device)
+        stacked_kw = {"reference_index": idx}
+        kwargs = [{"reference_index": idx[r]} for r in range(R)]
+    elif mode == "permuted-list":
+        stacked_kw = {"reference": "permuted",
+                      "generator": [torch.Generator(device=device).manual_seed(10 + r)
+                                    for r in range(R)]}
+        kwargs = [{"reference": "permuted",
+                   "generator": torch.Generator(device=device).manual_seed(10 + r)}
+                  for r in range(R)]
+    elif mode == "permuted-one":
+        stacked_kw = {"reference": "permuted",
+                      "generator": torch.Generator(device=device).manual_seed(5)}
+        one = torch.Generator(device=device).manual_seed(5)
+        kwargs = [{"reference": "permuted", "generator": one} for _ in range(R)]
+    elif mode == "permuted-global":
+        stacked_kw = {"reference": "permuted"}
+        kwargs = [{"reference": "permuted"} for _ in range(R)]
+    torch.manual_seed(3)
+    got = wtc_ext.conditional_wasserstein(z, labels, scale_by_range=scale, **stacked_kw)
+    torch.manual_seed(3)
+    expected = torch.stack([wtc_ext.conditional_wasserstein(z[r], labels, scale_by_range=scale,
+                                                            **kwargs[r]) for r in range(R)])
+    assert got.shape == (R, d, labels.shape[1], 5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+    if mode.startswith("permuted"):  # and the runs did get permutations of their own
+        assert not torch.equal(got[0], got[1])
+    one_factor = wtc_ext.conditional_wasserstein(z, labels[:, 0])
+    assert one_factor.shape == (R, d, 5)
+    torch.testing.assert_close(one_factor, torch.stack(
+        [wtc_ext.conditional_wasserstein(z[r], labels[:, 0]) for r in range(R)]), rtol=0, atol=0)
+
+
+def test_conditional_stacked_opcheck(device):
+    z, labels = stacked_codes(device, R=2, N=30, d=3)
+    op = torch.ops.wtc_ext.conditional_wasserstein.default
+    torch.library.opcheck(op, (z, labels, None, None, 5))
+    torch.library.opcheck(op, (z, labels, torch.randn_like(z), None, 5, False, None, True))
+    torch.library.opcheck(op, (z, labels, None, None, 5, True, None, True))
+    gens = [torch.Generator(device=device).manual_seed(r) for r in range(2)]
+    # (the generators' state advances between opcheck's runs: see test_opcheck_permuted_with_generator)
+    torch.library.opcheck(op, (z, labels, None, None, 5, True, None, True, gens),
+                          test_utils=("test_schema", "test_autograd_registration",
+                                      "test_faketensor"))
+    compiled = torch.compile(lambda x, y, g: op(x, y, None, None, 5, True, None, True, g),
+                             backend="aot_eager")
+    torch.testing.assert_close(
+        compiled(z, labels, [torch.Generator(device=device).manual_seed(r) for r in range(2)]),
+        op(z, labels, None, None, 5, True, None, True,
+           [torch.Generator(device=device).manual_seed(r) for r in range(2)]),
+        rtol=0, atol=0, equal_nan=True)
+
+
+def test_conditional_stacked_errors_and_empty(device):
+    z, labels = stacked_codes(device, R=2, N=20, d=3)
+    gens = [torch.Generator(device=device) for _ in range(2)]
+    with pytest.raises(ValueError, match="one generator per run"):
+        wtc_ext.conditional_wasserstein(z, labels, "permuted", generator=gens[:1])
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        wtc_ext.conditional_wasserstein(z[0], labels, "permuted", generator=gens)
+    with pytest.raises(ValueError, match="generator is only used"):
+        wtc_ext.conditional_wasserstein(z, labels, generator=gens)
+    op = torch.ops.wtc_ext.conditional_wasserstein.default
+    with pytest.raises(ValueError, match="generators are only used with the permuted"):
+        op(z, labels, None, None, 5, False, None, False, gens)
+    with pytest.raises(ValueError, match="generator or generators, not both"):
+        op(z, labels, None, None, 5, True, gens[0], False, gens)
+    with pytest.raises(ValueError, match=r"generators \(one per run\) need z of shape"):
+        op(z[0], labels, None, None, 5, True, None, False, gens)
+    with pytest.raises(ValueError, match=r"expected z of shape \(N, d\), or \(R, N, d\)"):
+        wtc_ext.conditional_wasserstein(z[None], labels)
+    with pytest.raises(ValueError, match="labels of shape"):
+        wtc_ext.conditional_wasserstein(z, labels[:5])
+    with pytest.raises(ValueError, match="reference must match z's shape"):
+        wtc_ext.conditional_wasserstein(z, labels, z[0])
+    assert wtc_ext.conditional_wasserstein(z[:0], labels).shape == (0, 3, 2, 5)
+    assert wtc_ext.conditional_wasserstein(z[:0], labels, "permuted").shape == (0, 3, 2, 5)

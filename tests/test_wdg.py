@@ -157,3 +157,31 @@ def test_factor_values_over_a_wide_range_are_ranked():
             spread = wdg(codes, values, variant=variant, seed=3)
             np.testing.assert_allclose(spread.matrix, dense.matrix, rtol=1e-12)
             assert spread.score == pytest.approx(dense.score, rel=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["paper", "exact"])
+def test_stacked_codes_score_each_run_as_its_own_call(variant):
+    """R runs' codes (R, N, d) sharing the factors: one call gives R results, each exactly the
+    run's own call (its permutation from its own seed)."""
+    rng = np.random.default_rng(4)
+    runs = [structured_codes(rng, N=800) for _ in range(3)]
+    factors = runs[0][1]
+    codes = np.stack([z for z, _ in runs])
+    seeds = [3, 8, 13]
+    results = wdg(codes, factors, variant=variant, seed=seeds)
+    assert isinstance(results, list) and len(results) == 3
+    for r, result in enumerate(results):
+        single = wdg(codes[r], factors, variant=variant, seed=seeds[r])
+        np.testing.assert_array_equal(result.matrix, single.matrix)
+        np.testing.assert_array_equal(result.gaps, single.gaps)
+        assert result.score == pytest.approx(single.score, rel=1e-15)
+    same_seed = wdg(torch.tensor(codes), factors, variant=variant, seed=7)
+    for r, result in enumerate(same_seed):
+        assert result.score == pytest.approx(wdg(codes[r], factors, variant=variant,
+                                                 seed=7).score, rel=1e-15)
+    with pytest.raises(ValueError, match="one seed or one per run"):
+        wdg(codes, factors, seed=[1, 2])
+    with pytest.raises(ValueError, match="integer seed"):
+        wdg(codes[0], factors, seed=[1])
+    with pytest.raises(ValueError, match=r"codes of shape \(N, d\), or \(R, N, d\)"):
+        wdg(codes[None], factors)

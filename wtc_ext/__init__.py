@@ -6,6 +6,7 @@ each op live in :mod:`wtc_ext.reference`.
 """
 
 from wtc_ext import nn
+from wtc_ext.nn import MLPCritic, StackedLinear, StackedMLPCritic
 from wtc_ext.ops import (
     CriticLoss,
     build_info,
@@ -16,6 +17,7 @@ from wtc_ext.ops import (
     wasserstein_1d,
 )
 
-__all__ = ["CriticLoss", "build_info", "conditional_wasserstein", "critic_loss",
-           "gradient_penalty", "nn", "permute_dims", "wasserstein_1d"]
+__all__ = ["CriticLoss", "MLPCritic", "StackedLinear", "StackedMLPCritic", "build_info",
+           "conditional_wasserstein", "critic_loss", "gradient_penalty", "nn", "permute_dims",
+           "wasserstein_1d"]
 __version__ = "0.1.0"

@@ -5,10 +5,13 @@ the fake kernels are registered here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from wtc_ext.nn import StackedLinear
 
 try:  # loading it registers torch.ops.wtc_ext.*
     # The compiled module is top-level, under a name no source folder holds: from a checkout's
@@ -83,7 +86,8 @@ def _permute_dims_fake(z, *, generator=None, return_index=True):
 # Gradient penalty and critic loss (WGAN-GP) with the fused path for Linear/ReLU critics.
 
 class CriticLoss(NamedTuple):
-    """What :func:`critic_loss` returns: the objective to minimise, and its parts for logging."""
+    """What :func:`critic_loss` returns: the objective to minimise, and its parts for logging.
+    Scalars for one critic; tensors of shape (R,) (one value per run) for a stacked critic."""
 
     loss: torch.Tensor  #: -(mean f(p) - mean f(q)) + gp_weight * gradient_penalty
     w1: torch.Tensor  #: mean f(p) - mean f(q), the critic's W1 estimate (no gradient)
@@ -201,7 +205,15 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     result is then usually NaN or inf, but a ReLU can clip an infinity to a finite value.
     Integer, bool or complex inputs raise ``TypeError``. The fused path has no second
     derivatives: a backward through it with ``create_graph=True`` raises.
+
+    A stacked critic (:class:`wtc_ext.nn.StackedMLPCritic`, or any ``nn.Sequential`` starting
+    with a :class:`wtc_ext.nn.StackedLinear`) of R runs takes ``real`` and ``fake`` of shape
+    (R, B, d) and returns the R penalties, shape (R,); see :func:`critic_loss` for the generators.
     """
+    runs = _stack_runs(critic)
+    if runs is not None:
+        return _stacked_critic_loss(critic, runs, real, fake, 0.0, 1.0, center, generator,
+                                    "gradient_penalty", ("real", "fake"))[0]
     _check_pair(real, fake)
     alpha = _interpolation_weights(real, generator)
     fused = _fused_inputs(critic, real)
@@ -222,7 +234,22 @@ def critic_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, *, gp_weigh
     :func:`gradient_penalty`) the forward on p, q and the interpolates and every parameter
     gradient come from one op; ``loss.backward()`` just hands them over. Returns
     ``CriticLoss(loss, w1, gradient_penalty)``; ``w1`` is the estimate mean f(p) - mean f(q).
+
+    Stacked critics (R runs trained side by side): for a :class:`wtc_ext.nn.StackedMLPCritic`
+    (or any ``nn.Sequential`` starting with a :class:`wtc_ext.nn.StackedLinear`) of R runs, ``p``
+    and ``q`` are (R, B, d) and every field is a tensor of shape (R,), run r's value equal to
+    ``critic_loss(stacked.critic(r), p[r], q[r], ...)``; ``loss.sum().backward()`` gives every
+    run's parameters its own run's gradient. float32/float64 Linear/ReLU stacks take one fused op
+    for all runs (``wtc_ext::stacked_mlp_critic_loss``); anything else goes through autograd with
+    the same results. ``generator`` is then None (the global generator), one generator (the
+    weights of all runs drawn at once, ``torch.rand(R, B)``) or a sequence of R generators: run
+    r's weights are then ``torch.rand(B, generator=generator[r])``, exactly the single call's
+    draw, so the stacked call reproduces R single calls with those generators.
     """
+    runs = _stack_runs(critic)
+    if runs is not None:
+        return CriticLoss(*_stacked_critic_loss(critic, runs, p, q, 1.0, gp_weight, center,
+                                                generator, "critic_loss", ("p", "q")))
     _check_pair(p, q, ("p", "q"), "critic_loss")
     alpha = _interpolation_weights(p, generator)
     fused = _fused_inputs(critic, p)
@@ -253,6 +280,125 @@ def _mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, ce
 
 # Autograd is registered in C++ (csrc/critic/autograd/): the backward hands over the gradients
 # the forward computed.
+
+
+# ----------------------------------------------------------------------------------------------
+# Stacked critics: R runs' critics in one call (wtc_ext::stacked_mlp_critic_loss).
+
+def _stack_runs(critic) -> int | None:
+    """R when ``critic`` is a stack of R runs (a Sequential whose first module is a
+    StackedLinear), else None. Cheap: it runs on every critic_loss call."""
+    if isinstance(critic, nn.Sequential):
+        modules = critic._modules
+        if modules:
+            first = next(iter(modules.values()))
+            if isinstance(first, StackedLinear):
+                return first.runs
+    return None
+
+
+def stacked_mlp_layers(critic: nn.Module):
+    """(weights, biases) of a StackedLinear, ReLU, ..., StackedLinear(·, 1) stack (a
+    :class:`wtc_ext.nn.StackedMLPCritic` or a user Sequential of that shape) that the stacked
+    fused op handles: weights[l] (R, out, in), biases[l] (R, out); else None. Layers without bias
+    get zero biases."""
+    if not isinstance(critic, nn.Sequential) or critic._forward_hooks or critic._forward_pre_hooks:
+        return None
+    modules = list(critic._modules.values())
+    if len(modules) % 2 == 0:
+        return None
+    for module in modules[1::2]:
+        if type(module) is not nn.ReLU:
+            return None
+    weights, biases = [], []
+    for module in modules[::2]:
+        if (type(module) is not StackedLinear or module._forward_hooks
+                or module._forward_pre_hooks):
+            return None
+        params = module._parameters
+        weight, bias = params.get("weight"), params.get("bias")
+        if weight is None or weight.dim() != 3:
+            return None
+        weights.append(weight)
+        biases.append(bias if bias is not None else torch.zeros(
+            weight.shape[:2], device=weight.device, dtype=weight.dtype))
+    if weights[-1].shape[1] != 1 or any(w.shape[0] != weights[0].shape[0] for w in weights):
+        return None
+    return weights, biases
+
+
+def _stacked_interpolation_weights(p, generator, op):
+    """alpha (R, B) ~ U(0, 1): one draw for all runs from one generator (or the global one), or
+    run r's from generator[r] exactly as the single call draws."""
+    R, B = p.shape[0], p.shape[1]
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(R, B, generator=generator, device=p.device, dtype=p.dtype)
+    if not isinstance(generator, Sequence) or not all(
+            isinstance(g, torch.Generator) for g in generator):
+        raise TypeError(f"{op}: generator must be None, a torch.Generator or a sequence of "
+                        f"{R} torch.Generators, got {type(generator).__name__}")
+    if len(generator) != R:
+        raise ValueError(f"{op}: expected one generator per run ({R}), got {len(generator)}")
+    return torch.stack([torch.rand(B, generator=g, device=p.device, dtype=p.dtype)
+                        for g in generator])
+
+
+def _stacked_critic_loss(critic, runs, p, q, w1_weight, gp_weight, center, generator, op, names):
+    """(loss, w1, gp), each (R,), of a stacked critic: the fused op or autograd."""
+    a, b = names
+    for name, t in ((a, p), (b, q)):
+        if isinstance(t, torch.Tensor) and (t.dim() != 3 or t.shape[0] != runs):
+            raise ValueError(f"{op}: the critic stacks {runs} runs, so {name} must have shape "
+                             f"(R, B, d) = ({runs}, B, d), got {tuple(t.shape)}")
+    _check_pair(p, q, names, op)
+    if p.shape[1] == 0:
+        raise ValueError(f"{op}: {a} and {b} must hold at least one sample per run, got shape "
+                         f"{tuple(p.shape)}")
+    layers = stacked_mlp_layers(critic)
+    if layers is not None and p.shape[2] != layers[0][0].shape[2]:
+        raise ValueError(f"{op}: the critic takes {layers[0][0].shape[2]} features, but {a} and "
+                         f"{b} have {p.shape[2]} (shape {tuple(p.shape)})")
+    alpha = _stacked_interpolation_weights(p, generator, op)
+    fused = layers is not None and p.dtype in (torch.float32, torch.float64) and all(
+        t.dtype == p.dtype and t.device == p.device for t in layers[0] + layers[1])
+    if fused:
+        weights, biases = layers
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in [p, q, *weights, *biases])
+        loss, w1, gp, *_ = torch.ops.wtc_ext.stacked_mlp_critic_loss.default(
+            p, q, alpha, weights, biases, float(w1_weight), float(gp_weight), float(center),
+            needs_grad)
+        return loss, w1, gp
+    # Autograd through the stacked module: its runs do not mix, so every run's penalty and its
+    # gradients are the single critic's.
+    x_hat = torch.lerp(q, p, alpha.unsqueeze(-1)).detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = critic(x_hat)
+        (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    gp = (grad.flatten(2).norm(2, dim=2) - center).pow(2).mean(1)
+    if w1_weight == 0.0:
+        return gp, torch.zeros_like(gp), gp.detach()
+    w1 = critic(p).flatten(1).mean(1) - critic(q).flatten(1).mean(1)
+    return gp_weight * gp - w1_weight * w1, w1.detach(), gp.detach()
+
+
+@torch.library.register_fake("wtc_ext::stacked_mlp_critic_loss")
+def _stacked_mlp_critic_loss_fake(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
+                                  compute_grads):
+    # The device checks of the C++ op (a meta tensor among CPU ones lands here), and the shapes.
+    for name, ts in (("q", [q]), ("alpha", [alpha]), ("weights", weights), ("biases", biases)):
+        for t in ts:
+            _check_device(t, name, p.device, "stacked_mlp_critic_loss", "p")
+    if p.dim() != 3 or q.shape != p.shape or alpha.shape != p.shape[:2]:
+        raise ValueError(f"stacked_mlp_critic_loss: expected p and q (R, B, d) and alpha (R, B), "
+                         f"got {tuple(p.shape)}, {tuple(q.shape)}, {tuple(alpha.shape)}")
+    R = p.shape[0]
+    if not compute_grads:
+        return (p.new_empty((R,)), p.new_empty((R,)), p.new_empty((R,)), [], [],
+                p.new_empty((0,)), p.new_empty((0,)))
+    return (p.new_empty((R,)), p.new_empty((R,)), p.new_empty((R,)),
+            [w.new_empty(w.shape) for w in weights], [b.new_empty(b.shape) for b in biases],
+            p.new_empty(p.shape), q.new_empty(q.shape))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -437,7 +583,7 @@ def _as_labels(labels: torch.Tensor, n: int, device, ranks: bool = True
 def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
                             reference: torch.Tensor | str | None = None, *,
                             reference_index: torch.Tensor | None = None,
-                            generator: torch.Generator | None = None,
+                            generator: torch.Generator | Sequence[torch.Generator] | None = None,
                             scale_by_range: bool = False) -> torch.Tensor:
     """W1 between each column of ``z`` restricted to each label's rows and a reference sample.
 
@@ -462,22 +608,30 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
     Every entry comes from one sort per column: walking a sorted column and placing each value at
     its label's running count splits it into sorted per-label samples, and one merge of two
     sorted samples gives a distance.
+
+    R runs' codes in one call: ``z`` (R, N, d) sharing the labels (``reference`` and
+    ``reference_index`` (R, N, d) too) gives W (R, d, K, C) (or (R, d, C)), ``W[r]`` equal to
+    the call on ``z[r]``. With ``reference="permuted"``, ``generator`` may be a sequence of R
+    generators: run r's permutation is then the one ``conditional_wasserstein(z[r], ...,
+    generator=generator[r])`` draws; one generator (or None) draws the runs' permutations in turn,
+    as R calls on z[0], z[1], ... with it would.
     """
     if not isinstance(z, torch.Tensor):
         raise TypeError("conditional_wasserstein: z must be a tensor")
-    if z.dim() != 2:
-        raise ValueError(f"conditional_wasserstein: expected z of shape (N, d), got {tuple(z.shape)}")
+    if z.dim() not in (2, 3):
+        raise ValueError(f"conditional_wasserstein: expected z of shape (N, d), or (R, N, d) for "
+                         f"R runs' codes, got {tuple(z.shape)}")
     _check_real(z, "z", "conditional_wasserstein")
-    if z.device.type == "cpu" and z.shape[0] > _MAX_ROW:
+    if z.device.type == "cpu" and z.shape[-2] > _MAX_ROW:
         # before the casts and the (N, K) int64 labels below
         raise ValueError(f"conditional_wasserstein: expected at most 2^31 - 1 rows in z on a "
-                         f"CPU, got {z.shape[0]}")
+                         f"CPU, got {z.shape[-2]}")
     if not z.dtype.is_floating_point:
         z = z.double()
     if z.dtype not in (torch.float32, torch.float64):
         z = z.float()
     one_factor = torch.as_tensor(labels).dim() == 1
-    classes, counts = _as_labels(labels, z.shape[0], z.device)
+    classes, counts = _as_labels(labels, z.shape[-2], z.device)
     permuted = isinstance(reference, str)
     if permuted:
         if reference != "permuted":
@@ -487,6 +641,16 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
     elif generator is not None:
         raise ValueError("conditional_wasserstein: generator is only used with "
                          "reference='permuted'")
+    generators = None
+    if generator is not None and not isinstance(generator, torch.Generator):
+        if z.dim() != 3 or not isinstance(generator, Sequence) or not all(
+                isinstance(g, torch.Generator) for g in generator):
+            raise ValueError("conditional_wasserstein: generator must be a torch.Generator, or "
+                             "for z (R, N, d) a sequence of R of them")
+        if len(generator) != z.shape[0]:
+            raise ValueError(f"conditional_wasserstein: expected one generator per run of z "
+                             f"({z.shape[0]}), got {len(generator)}")
+        generators, generator = list(generator), None
     if reference is not None:
         if isinstance(reference, torch.Tensor):
             _check_real(reference, "reference", "conditional_wasserstein")
@@ -500,26 +664,31 @@ def conditional_wasserstein(z: torch.Tensor, labels: torch.Tensor,
         reference_index = torch.as_tensor(reference_index, device=z.device)
     out = torch.ops.wtc_ext.conditional_wasserstein.default(
         z, classes, reference, reference_index, max(counts, default=1) or 1, permuted,
-        generator, bool(scale_by_range))
-    return out[:, 0] if one_factor else out
+        generator, bool(scale_by_range), generators)
+    return out.select(-2, 0) if one_factor else out
 
 
 @torch.library.register_fake("wtc_ext::conditional_wasserstein")
 def _conditional_wasserstein_fake(z, labels, reference, reference_index, num_classes,
-                                  permuted=False, generator=None, scale_by_range=False):
+                                  permuted=False, generator=None, scale_by_range=False,
+                                  generators=None):
     # The C++ checks that need no values (check_conditional_args), for fake tensors.
-    if z.dim() != 2 or z.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"conditional_wasserstein: expected z (N, d) float32 or float64, got "
-                         f"{z.dtype} {tuple(z.shape)}")
-    if (labels.dim() != 2 or labels.shape[0] != z.shape[0] or labels.dtype != torch.int64
+    if z.dim() not in (2, 3) or z.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"conditional_wasserstein: expected z (N, d) or (R, N, d) float32 or "
+                         f"float64, got {z.dtype} {tuple(z.shape)}")
+    if (labels.dim() != 2 or labels.shape[0] != z.shape[-2] or labels.dtype != torch.int64
             or labels.device != z.device):
         raise ValueError(f"conditional_wasserstein: expected int64 labels of shape (N, K) = "
-                         f"({z.shape[0]}, K) on z's device, got {labels.dtype} "
+                         f"({z.shape[-2]}, K) on z's device, got {labels.dtype} "
                          f"{tuple(labels.shape)} on {labels.device}")
+    if generators is not None and (not permuted or generator is not None or z.dim() != 3
+                                   or len(generators) != z.shape[0]):
+        raise ValueError("conditional_wasserstein: generators (one per run of z (R, N, d)) "
+                         "only with the permuted reference and without generator")
     for name, t in (("reference", reference), ("reference_index", reference_index)):
         if t is not None and (t.shape != z.shape or t.device != z.device):
             raise ValueError(f"conditional_wasserstein: {name} must match z's shape and device, "
                              f"got {tuple(t.shape)} on {t.device}")
     if num_classes < 1:
         raise ValueError("conditional_wasserstein: num_classes must be >= 1")
-    return z.new_empty((z.shape[1], labels.shape[1], num_classes))
+    return z.new_empty((*z.shape[:-2], z.shape[-1], labels.shape[1], num_classes))

@@ -50,6 +50,52 @@ def critic_loss_reference(critic, p: torch.Tensor, q: torch.Tensor, *, gp_weight
     return gp_weight * gp - w1, w1
 
 
+def stacked_mlp_critic_loss_reference(p: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor,
+                                      weights, biases, w1_weight: float, gp_weight: float,
+                                      center: float = 1.0):
+    """The stacked op ``wtc_ext::stacked_mlp_critic_loss`` in eager autograd: R Linear/ReLU
+    critics as batched products (p, q (R, B, d), alpha (R, B), weights[l] (R, out, in),
+    biases[l] (R, out)), the input gradient by ``autograd.grad(create_graph=True)``.
+
+    Returns (loss, w1, gp), each (R,); loss is differentiable in p, q and the parameters (double
+    backward), so ``loss.sum().backward()`` gives every run's gradients."""
+
+    def forward(x):
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            if l < len(weights) - 1:
+                x = x.relu()
+        return x  # (R, n, 1)
+
+    x_hat = (alpha.unsqueeze(-1) * p + (1 - alpha.unsqueeze(-1)) * q).detach().requires_grad_(True)
+    out = forward(x_hat)
+    (grad,) = torch.autograd.grad(out, x_hat, grad_outputs=torch.ones_like(out), create_graph=True)
+    gp = (grad.norm(2, dim=2) - center).pow(2).mean(1)
+    w1 = forward(p).mean((1, 2)) - forward(q).mean((1, 2))
+    return gp_weight * gp - w1_weight * w1, w1.detach(), gp.detach()
+
+
+def stacked_critic_loss_reference(critic, p: torch.Tensor, q: torch.Tensor, *, gp_weight: float,
+                                  center: float = 1.0, generator=None):
+    """(loss, w1) per run, shape (R,), of a stacked critic (``wtc_ext.nn.StackedMLPCritic``) in
+    eager autograd through the module: what :func:`wtc_ext.critic_loss` computes for it, with
+    the interpolation weights drawn the same way (one generator: ``torch.rand(R, B)``; a
+    sequence: run r's ``torch.rand(B)`` from generator[r])."""
+    R, B = p.shape[0], p.shape[1]
+    if generator is None or isinstance(generator, torch.Generator):
+        alpha = torch.rand(R, B, generator=generator, device=p.device, dtype=p.dtype)
+    else:
+        alpha = torch.stack([torch.rand(B, generator=g, device=p.device, dtype=p.dtype)
+                             for g in generator])
+    a = alpha.unsqueeze(-1)
+    x_hat = (a * p + (1 - a) * q).detach().requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out, x_hat, grad_outputs=torch.ones_like(out), create_graph=True)
+    gp = (grad.norm(2, dim=2) - center).pow(2).mean(1)
+    w1 = critic(p).mean((1, 2)) - critic(q).mean((1, 2))
+    return gp_weight * gp - w1, w1
+
+
 def wasserstein_1d_reference(u: torch.Tensor, v: torch.Tensor, u_weights=None,
                              v_weights=None) -> torch.Tensor:
     """Pure-PyTorch W1 along the last dim (same leading shape for u and v), scipy's algorithm:

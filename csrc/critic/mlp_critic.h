@@ -1,5 +1,7 @@
 // wtc_ext::mlp_critic_loss: the WGAN-GP critic objective of a Linear/ReLU MLP critic with every
 // parameter gradient in closed form (ReLU'' = 0, so no double backward is needed).
+// wtc_ext::stacked_mlp_critic_loss: the same for R independent critics (R runs stacked along a
+// leading dim of every input, parameter and output) in one call.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -17,15 +19,23 @@ using CriticLossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vec
 void check_mlp_critic_loss_args(const at::Tensor& p, const at::Tensor& q, const at::Tensor& alpha,
                                 at::TensorList weights, at::TensorList biases);
 
-// The registered op, for calls from C++ (its autograd).
+// The same for the stacked op: p, q (R, B, d), alpha (R, B), weights[l] (R, out, in), biases[l]
+// (R, out).
+void check_stacked_mlp_critic_loss_args(const at::Tensor& p, const at::Tensor& q,
+                                        const at::Tensor& alpha, at::TensorList weights,
+                                        at::TensorList biases);
+
+// The registered ops, for calls from C++ (their autograd). Both have the same signature.
 using MlpCriticLossSignature = CriticLossResult(const at::Tensor&, const at::Tensor&,
                                                 const at::Tensor&, at::TensorList, at::TensorList,
                                                 double, double, double, bool);
 const c10::TypedOperatorHandle<MlpCriticLossSignature>& mlp_critic_loss_op();
+const c10::TypedOperatorHandle<MlpCriticLossSignature>& stacked_mlp_critic_loss_op();
 
-// penalty(g, center, scale) -> (per-row (||g_b|| - center)^2 of shape (B),
-//                               G = scale * d/dg mean_b (||g_b|| - center)^2 of shape (B, d)).
-// Rows with ||g_b|| = 0 get a zero gradient, as autograd's norm does.
+// penalty(g, center, scale), g of shape (..., B, d) -> (per-row (||g_b|| - center)^2 of shape
+// (..., B), G = scale * d/dg mean_b (||g_b|| - center)^2 of g's shape): the mean is over B, each
+// leading index (a run of the stacked op) on its own. Rows with ||g_b|| = 0 get a zero gradient,
+// as autograd's norm does.
 using PenaltyFn = std::function<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double, double)>;
 
 // The algorithm on ATen ops, for any device with a penalty kernel (the CPU has its own kernel).
@@ -34,5 +44,12 @@ CriticLossResult mlp_critic_loss_impl(const at::Tensor& p, const at::Tensor& q,
                                       at::TensorList biases, double w1_weight, double gp_weight,
                                       double center, bool compute_grads,
                                       const PenaltyFn& penalty);
+
+// The stacked op's algorithm on ATen ops (batched products, one per layer and step for all runs).
+CriticLossResult stacked_mlp_critic_loss_impl(const at::Tensor& p, const at::Tensor& q,
+                                              const at::Tensor& alpha, at::TensorList weights,
+                                              at::TensorList biases, double w1_weight,
+                                              double gp_weight, double center, bool compute_grads,
+                                              const PenaltyFn& penalty);
 
 }  // namespace wtc

@@ -1,6 +1,7 @@
-// wtc_ext::mlp_critic_loss on ATen ops, for any device with a penalty kernel (the CUDA glue uses
-// it; the CPU has its own kernel, cpu/mlp_critic_kernel.cpp). The algorithm is described in
-// mlp_critic.cpp.
+// wtc_ext::mlp_critic_loss and stacked_mlp_critic_loss on ATen ops, for any device with a penalty
+// kernel (the CUDA glue uses them; the CPU has its own kernel, cpu/mlp_critic_kernel.cpp). The
+// algorithm is described in mlp_critic.cpp; the stacked version runs it with batched products
+// (bmm/baddbmm over the runs), so a step costs the same number of launches for any R.
 #include "critic/mlp_critic.h"
 
 #include <ATen/ATen.h>
@@ -89,6 +90,90 @@ CriticLossResult mlp_critic_loss_impl(const at::Tensor& p_in, const at::Tensor& 
     grad_q = up.narrow(0, B, B).clone();
   } else {
     // The penalty does not depend on real or fake almost everywhere (only through the masks).
+    grad_p = at::zeros_like(p);
+    grad_q = at::zeros_like(q);
+  }
+  return {loss, w1, gp, grad_w, grad_b, grad_p, grad_q};
+}
+
+CriticLossResult stacked_mlp_critic_loss_impl(const at::Tensor& p_in, const at::Tensor& q_in,
+                                              const at::Tensor& alpha, at::TensorList weights,
+                                              at::TensorList biases, double w1_weight,
+                                              double gp_weight, double center, bool compute_grads,
+                                              const PenaltyFn& penalty) {
+  check_stacked_mlp_critic_loss_args(p_in, q_in, alpha, weights, biases);
+  const at::Tensor p = p_in.contiguous();
+  const at::Tensor q = q_in.contiguous();
+  const int64_t R = p.size(0), B = p.size(1);
+  const int64_t L = static_cast<int64_t>(weights.size());
+  const bool with_w1 = w1_weight != 0.0;
+  const auto opts = p.options();
+
+  // Each run's rows: [p; q; x_hat] when the W1 term is on, else x_hat alone: x is (R, n, d).
+  const at::Tensor x_hat = at::lerp(q, p, alpha.unsqueeze(-1));
+  const at::Tensor x = with_w1 ? at::cat({p, q, x_hat}, 1) : x_hat;
+  const int64_t n = x.size(1);
+  const int64_t off = with_w1 ? 2 * B : 0;  // first x_hat row of a run
+
+  // Forward: H[0] = x, H[l] = relu(A_l), one batched product per layer for all runs.
+  std::vector<at::Tensor> H(L);
+  H[0] = x;
+  for (int64_t l = 1; l < L; ++l) {
+    H[l] = at::baddbmm(biases[l - 1].unsqueeze(1), H[l - 1], weights[l - 1].transpose(1, 2))
+               .relu_();
+  }
+  const at::Tensor out =
+      at::baddbmm(biases[L - 1].unsqueeze(1), H[L - 1], weights[L - 1].transpose(1, 2))
+          .view({R, n});
+  const at::Tensor w1 = with_w1 ? (out.narrow(1, 0, B).sum(1) - out.narrow(1, B, B).sum(1)) /
+                                      static_cast<double>(B)
+                                : at::zeros({R}, opts);
+
+  // One backward sweep with per-row seeds (the same for every run).
+  at::Tensor seeds = at::ones({n}, opts);
+  if (with_w1) {
+    seeds.narrow(0, 0, B).fill_(-w1_weight / static_cast<double>(B));
+    seeds.narrow(0, B, B).fill_(w1_weight / static_cast<double>(B));
+  }
+  std::vector<at::Tensor> D(L);
+  at::Tensor up = seeds.view({1, n, 1}) * weights[L - 1];  // (R, n, width of layer L's input)
+  for (int64_t l = L - 1; l >= 1; --l) {
+    D[l] = at::threshold_backward(up, H[l], 0);
+    up = at::bmm(D[l], weights[l - 1]);
+  }
+  const at::Tensor g = up.narrow(1, off, B);  // (R, B, d): the input gradients at x_hat
+  auto [per_row, G] = penalty(g, center, gp_weight);
+  // The NaN guard of the single op, per run (see mlp_critic_aten's mlp_critic_loss_impl).
+  const at::Tensor gp = per_row.mean(1) + out.narrow(1, off, B).sum(1) * 0;
+  const at::Tensor loss = gp * gp_weight - w1 * w1_weight;
+
+  std::vector<at::Tensor> grad_w, grad_b;
+  if (!compute_grads) {
+    return {loss, w1, gp, grad_w, grad_b, at::empty({0}, opts), at::empty({0}, opts)};
+  }
+  grad_w.resize(L);
+  grad_b.resize(L);
+  // As in the single op: Ubar_l over H_{l-1}'s x_hat rows, then grad W_l = D_l^T H_{l-1}.
+  at::Tensor ubar = G;
+  for (int64_t l = 1; l <= L; ++l) {
+    H[l - 1].narrow(1, off, B).copy_(ubar);
+    if (l < L) {
+      ubar = at::threshold_backward(at::bmm(ubar, weights[l - 1].transpose(1, 2)),
+                                    H[l].narrow(1, off, B), 0);
+      grad_w[l - 1] = at::bmm(D[l].transpose(1, 2), H[l - 1]);
+      grad_b[l - 1] = with_w1 ? D[l].narrow(1, 0, 2 * B).sum(1) : at::zeros_like(biases[l - 1]);
+    } else {  // the last layer: seeds are D_L (1 on the x_hat rows)
+      grad_w[L - 1] = at::bmm(seeds.view({1, 1, n}).expand({R, 1, n}), H[L - 1]);
+      grad_b[L - 1] = with_w1 ? seeds.narrow(0, 0, 2 * B).sum().reshape({1, 1}).expand({R, 1})
+                                    .contiguous()
+                              : at::zeros_like(biases[L - 1]);
+    }
+  }
+  at::Tensor grad_p, grad_q;
+  if (with_w1) {
+    grad_p = up.narrow(1, 0, B).clone(at::MemoryFormat::Contiguous);
+    grad_q = up.narrow(1, B, B).clone(at::MemoryFormat::Contiguous);
+  } else {
     grad_p = at::zeros_like(p);
     grad_q = at::zeros_like(q);
   }

@@ -52,15 +52,15 @@ void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
                       z.sizes(), " on z's device, got ", reference_index->scalar_type(), " ",
                       reference_index->sizes());
   }
-  TORCH_CHECK_VALUE(z.dim() == 2, "conditional_wasserstein: expected z of shape (N, d), got ",
-                    z.sizes());
+  TORCH_CHECK_VALUE(z.dim() == 2 || z.dim() == 3, "conditional_wasserstein: expected z of shape "
+                    "(N, d), or (R, N, d) for R runs' codes, got ", z.sizes());
   TORCH_CHECK_VALUE(z.scalar_type() == at::kFloat || z.scalar_type() == at::kDouble,
                     "conditional_wasserstein: expected z float32 or float64, got ",
                     z.scalar_type());
-  TORCH_CHECK_VALUE(labels.dim() == 2 && labels.size(0) == z.size(0) &&
+  TORCH_CHECK_VALUE(labels.dim() == 2 && labels.size(0) == z.size(-2) &&
                         labels.scalar_type() == at::kLong && labels.device() == z.device(),
                     "conditional_wasserstein: expected int64 labels of shape (N, K) = (",
-                    z.size(0), ", K) on z's device, got ", labels.scalar_type(), " ",
+                    z.size(-2), ", K) on z's device, got ", labels.scalar_type(), " ",
                     labels.sizes(), " on ", labels.device());
   TORCH_CHECK_VALUE(num_classes >= 1, "conditional_wasserstein: num_classes must be >= 1");
   if (reference.has_value()) {
@@ -89,6 +89,19 @@ void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
   }
 }
 
+void check_conditional_generators(const at::Tensor& z, bool permuted,
+                                  const std::optional<at::Generator>& generator,
+                                  const std::optional<std::vector<at::Generator>>& generators) {
+  if (!generators.has_value()) return;
+  TORCH_CHECK_VALUE(permuted, "conditional_wasserstein: generators are only used with the "
+                    "permuted reference");
+  TORCH_CHECK_VALUE(!generator.has_value(), "conditional_wasserstein: pass generator or "
+                    "generators, not both");
+  TORCH_CHECK_VALUE(z.dim() == 3 && static_cast<int64_t>(generators->size()) == z.size(0),
+                    "conditional_wasserstein: generators (one per run) need z of shape "
+                    "(R, N, d) with R = ", generators->size(), ", got z of shape ", z.sizes());
+}
+
 TORCH_LIBRARY_FRAGMENT(wtc_ext, m) {
   m.def("wasserstein_1d(Tensor u, Tensor v, Tensor? u_weights=None, Tensor? v_weights=None) "
         "-> Tensor");
@@ -97,9 +110,13 @@ TORCH_LIBRARY_FRAGMENT(wtc_ext, m) {
   // permuted: the reference is permute_dims(z, generator=generator) (its permutation, drawn in
   // the kernel and never written out). scale_by_range: the distances of z's columns divided by
   // each column's range (max - min; constant columns unscaled), as if z had been.
+  // z (R, N, d): R runs' codes sharing the labels (reference and reference_index (R, N, d) too),
+  // W (R, d, K, C) equal to R calls on z[r]; a permuted reference draws run r's permutation from
+  // generators[r], or else in turn from the one generator, as those R calls would.
   m.def("conditional_wasserstein(Tensor z, Tensor labels, Tensor? reference, "
         "Tensor? reference_index, int num_classes, bool permuted=False, "
-        "Generator? generator=None, bool scale_by_range=False) -> Tensor",
+        "Generator? generator=None, bool scale_by_range=False, Generator?[]? generators=None) "
+        "-> Tensor",
         {at::Tag::nondeterministic_seeded});
 }
 

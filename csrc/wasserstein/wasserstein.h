@@ -2,7 +2,10 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <ATen/core/Generator.h>
+
 #include <optional>
+#include <vector>
 
 namespace wtc {
 
@@ -14,5 +17,10 @@ void check_conditional_args(const at::Tensor& z, const at::Tensor& labels,
                             const std::optional<at::Tensor>& reference,
                             const std::optional<at::Tensor>& reference_index,
                             int64_t num_classes, bool permuted, bool check_label_range = true);
+
+// generators (one per run of z (R, N, d)) only with permuted and without generator.
+void check_conditional_generators(const at::Tensor& z, bool permuted,
+                                  const std::optional<at::Generator>& generator,
+                                  const std::optional<std::vector<at::Generator>>& generators);
 
 }  // namespace wtc

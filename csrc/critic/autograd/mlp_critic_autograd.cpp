@@ -1,4 +1,6 @@
-// wtc_ext::mlp_critic_loss: autograd (C++, as for every op of wtc_ext: see extension.cpp).
+// wtc_ext::mlp_critic_loss and stacked_mlp_critic_loss: autograd (C++, as for every op of wtc_ext:
+// see extension.cpp). One Function serves both: the stacked op's loss is per run (R), and each
+// run's gradients are scaled by that run's incoming gradient.
 #include "critic/mlp_critic.h"
 
 #include <ATen/ATen.h>
@@ -21,11 +23,12 @@ class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunc
                                                 const at::Tensor& p, const at::Tensor& q,
                                                 const at::Tensor& alpha, at::TensorList weights,
                                                 at::TensorList biases, double w1_weight,
-                                                double gp_weight, double center,
+                                                double gp_weight, double center, bool stacked,
                                                 std::vector<at::Tensor>* grads_out) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->set_materialize_grads(false);  // no zero tensors for the outputs nobody differentiates
-    auto [loss, w1, gp, grad_w, grad_b, grad_p, grad_q] = mlp_critic_loss_op().call(
+    const auto& op = stacked ? stacked_mlp_critic_loss_op() : mlp_critic_loss_op();
+    auto [loss, w1, gp, grad_w, grad_b, grad_p, grad_q] = op.call(
         p, q, alpha, weights, biases, w1_weight, gp_weight, center, /*compute_grads=*/true);
     // The gradients have no history, so they are kept as plain data (the backward can then
     // hand them over to .grad without a copy) and reach the caller past the Function: only
@@ -36,6 +39,7 @@ class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunc
     grads.push_back(grad_q);
     ctx->saved_data["grads"] = grads;
     ctx->saved_data["layers"] = static_cast<int64_t>(grad_w.size());
+    ctx->saved_data["stacked"] = stacked;
     ctx->mark_non_differentiable({w1, gp});
     *grads_out = std::move(grads);
     return {loss, w1, gp};
@@ -44,8 +48,9 @@ class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunc
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     const int64_t L = ctx->saved_data["layers"].toInt();
-    // p, q, alpha, L weights, L biases, three floats, the gradients' destination
-    torch::autograd::variable_list result(3 + 2 * L + 4);
+    const bool stacked = ctx->saved_data["stacked"].toBool();
+    // p, q, alpha, L weights, L biases, three floats, stacked, the gradients' destination
+    torch::autograd::variable_list result(3 + 2 * L + 5);
     const at::Tensor& grad_loss = grad_outputs[0];
     if (!grad_loss.defined()) return result;
     // The gradients are closed-form constants without history: a graph of them (create_graph)
@@ -69,11 +74,21 @@ class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunc
         grad_loss.device().is_cpu() &&
         !grad_loss.key_set().has_any(c10::DispatchKeySet(
             {c10::DispatchKey::Python, c10::DispatchKey::Functionalize}));
-    if (!torch::autograd::get_current_graph_task_keep_graph() && plain_cpu &&
-        grad_loss.numel() == 1 && grad_loss.item<double>() == 1.0) {
+    // (The stacked op's loss.sum().backward() seeds 1 for every run.)
+    const bool ones = plain_cpu && (stacked ? grad_loss.eq(1).all().item<bool>()
+                                            : grad_loss.numel() == 1 &&
+                                                  grad_loss.item<double>() == 1.0);
+    if (!torch::autograd::get_current_graph_task_keep_graph() && ones) {
       ctx->saved_data.erase(it);
-    } else {
+    } else if (!stacked) {
       scaled = at::_foreach_mul(scaled, grad_loss);
+    } else {
+      // Run r's gradients times grad_loss[r]: the leading dim of every gradient is the run.
+      for (at::Tensor& t : scaled) {
+        std::vector<int64_t> shape(t.dim(), 1);
+        shape[0] = grad_loss.size(0);
+        t = t * grad_loss.reshape(shape);
+      }
     }
     for (int64_t l = 0; l < 2 * L; ++l) result[3 + l] = std::move(scaled[l]);
     result[0] = std::move(scaled[2 * L]);
@@ -82,6 +97,7 @@ class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunc
   }
 };
 
+template <bool stacked>
 CriticLossResult mlp_critic_loss_autograd(const at::Tensor& p, const at::Tensor& q,
                                           const at::Tensor& alpha, at::TensorList weights,
                                           at::TensorList biases, double w1_weight,
@@ -91,12 +107,12 @@ CriticLossResult mlp_critic_loss_autograd(const at::Tensor& p, const at::Tensor&
   for (const auto& t : biases) needs_grad = needs_grad || t.requires_grad();
   if (!(compute_grads && needs_grad && at::GradMode::is_enabled())) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return mlp_critic_loss_op().call(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
-                                     compute_grads);
+    const auto& op = stacked ? stacked_mlp_critic_loss_op() : mlp_critic_loss_op();
+    return op.call(p, q, alpha, weights, biases, w1_weight, gp_weight, center, compute_grads);
   }
   std::vector<at::Tensor> grads;
   const auto out = MlpCriticLossFunction::apply(p, q, alpha, weights, biases, w1_weight,
-                                                gp_weight, center, &grads);
+                                                gp_weight, center, stacked, &grads);
   const int64_t L = static_cast<int64_t>(weights.size());
   std::vector<at::Tensor> grad_w(grads.begin(), grads.begin() + L);
   std::vector<at::Tensor> grad_b(grads.begin() + L, grads.begin() + 2 * L);
@@ -106,7 +122,8 @@ CriticLossResult mlp_critic_loss_autograd(const at::Tensor& p, const at::Tensor&
 }  // namespace
 
 TORCH_LIBRARY_IMPL(wtc_ext, Autograd, m) {
-  m.impl("mlp_critic_loss", &mlp_critic_loss_autograd);
+  m.impl("mlp_critic_loss", &mlp_critic_loss_autograd<false>);
+  m.impl("stacked_mlp_critic_loss", &mlp_critic_loss_autograd<true>);
 }
 
 }  // namespace wtc

@@ -1,4 +1,5 @@
-// wtc_ext::mlp_critic_loss: the CPU kernel, the algorithm of mlp_critic.cpp on raw buffers.
+// wtc_ext::mlp_critic_loss and stacked_mlp_critic_loss: the CPU kernel, the algorithm of
+// mlp_critic.cpp on raw buffers.
 //
 // Every product is one BLAS call that writes (or accumulates into) its destination, and the
 // elementwise steps between them (bias, ReLU, masks, penalty, bias gradients) are fused loops over
@@ -17,6 +18,8 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 // The Fortran BLAS symbols of the library torch links, if it exports them (weak: null if not).
 extern "C" {
@@ -358,16 +361,29 @@ ChunkSums critic_block(const T* p, const T* q, const T* alpha, int64_t b,
 // single-threaded products, and their additive shares are summed. At batch 64 a product split
 // over two threads reaches about 60% of the rate of two independent single-threaded ones (by
 // `torch.mm` timings of the critic's shapes), and the elementwise work runs in parallel too.
+// The stacked op's runs are work items of the same kind: (run, chunk) pairs, a run split into
+// chunks only when there are fewer runs than threads.
 constexpr int64_t kMinChunkRows = 16;
 constexpr int64_t kBlockRows = 64;
 
-// The critic's layers as contiguous buffers: W[l], bias[l], and widths[l] = layer l's input
-// width (widths[L] = 1). `keep` holds the contiguous copies alive for the call.
+// The critic's layers as contiguous buffers: W[l], bias[l] (run 0's for the stacked op, whose
+// runs follow one another), and widths[l] = layer l's input width (widths[L] = 1). `keep` holds
+// the contiguous copies alive for the call.
 template <typename T>
 struct CriticLayers {
   std::vector<at::Tensor> keep;
   std::vector<const T*> W, bias;
   std::vector<int64_t> widths;
+
+  // Run r's layers (r = 0 for the single op).
+  std::pair<std::vector<const T*>, std::vector<const T*>> run(int64_t r) const {
+    std::vector<const T*> w(W.size()), b(bias.size());
+    for (size_t l = 0; l < W.size(); ++l) {
+      w[l] = W[l] + r * widths[l + 1] * widths[l];
+      b[l] = bias[l] + r * widths[l + 1];
+    }
+    return {w, b};
+  }
 };
 
 template <typename T>
@@ -383,130 +399,160 @@ CriticLayers<T> critic_layers(int64_t d0, at::TensorList weights, at::TensorList
     layers.W[l] = layers.keep.back().template const_data_ptr<T>();
     layers.keep.push_back(biases[l].contiguous());
     layers.bias[l] = layers.keep.back().template const_data_ptr<T>();
-    layers.widths[l + 1] = weights[l].size(0);
+    layers.widths[l + 1] = weights[l].size(-2);
   }
   return layers;
 }
 
-// The gradients of every chunk: chunk 0 writes the ones returned (grad_w, grad_b and its rows of
-// grad_p, grad_q), the others their own weight and bias gradients (extra, layer by layer),
-// added afterwards.
+// One extra chunk's weight and bias gradients of one layer, added to its run's afterwards.
+struct ExtraGradient {
+  int64_t run, layer;
+  at::Tensor weight, bias;
+};
+
+// The gradients of every work item (run r, chunk c): chunk 0 of a run writes the ones returned
+// (its run's slice of grad_w, grad_b, and its rows of grad_p, grad_q), the other chunks their own
+// weight and bias gradients (extra), added afterwards. `lead` is {R} for the stacked op, {} for
+// the single one.
 template <typename T>
 struct ChunkedGradients {
   std::vector<at::Tensor> grad_w, grad_b;
   at::Tensor grad_p, grad_q;
-  std::vector<at::Tensor> extra;
-  std::vector<ChunkGrads<T>> chunk;
+  std::vector<ExtraGradient> extra;
+  std::vector<ChunkGrads<T>> chunk;  // per work item r * chunks + c
 };
 
+std::vector<int64_t> with_lead(const std::vector<int64_t>& lead, std::vector<int64_t> sizes) {
+  sizes.insert(sizes.begin(), lead.begin(), lead.end());
+  return sizes;
+}
+
 template <typename T>
-ChunkedGradients<T> chunked_gradients(const std::vector<int64_t>& widths, int64_t B,
+ChunkedGradients<T> chunked_gradients(const std::vector<int64_t>& widths,
+                                      const std::vector<int64_t>& lead, int64_t R, int64_t B,
                                       int64_t chunks, bool compute_grads,
                                       const at::TensorOptions& opts) {
   const int64_t L = static_cast<int64_t>(widths.size()) - 1;
   const int64_t d0 = widths[0];
   ChunkedGradients<T> g;
-  g.grad_w.resize(compute_grads ? L : 0);
-  g.grad_b.resize(compute_grads ? L : 0);
-  g.grad_p = at::empty({compute_grads ? B : 0, compute_grads ? d0 : 0}, opts);
+  if (!compute_grads) return g;
+  g.grad_w.resize(L);
+  g.grad_b.resize(L);
+  for (int64_t l = 0; l < L; ++l) {
+    g.grad_w[l] = at::empty(with_lead(lead, {widths[l + 1], widths[l]}), opts);
+    g.grad_b[l] = at::empty(with_lead(lead, {widths[l + 1]}), opts);
+  }
+  g.grad_p = at::empty(with_lead(lead, {B, d0}), opts);
   g.grad_q = at::empty_like(g.grad_p);
-  g.chunk.resize(compute_grads ? chunks : 0);
-  for (int64_t c = 0; compute_grads && c < chunks; ++c) {
-    const int64_t lo = B * c / chunks;
-    for (int64_t l = 0; l < L; ++l) {
-      at::Tensor gw = at::empty({widths[l + 1], widths[l]}, opts);
-      at::Tensor gb = at::empty({widths[l + 1]}, opts);
-      if (c == 0) {
-        g.grad_w[l] = gw;
-        g.grad_b[l] = gb;
-      } else {
-        g.extra.push_back(gw);
-        g.extra.push_back(gb);
+  g.chunk.resize(R * chunks);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t c = 0; c < chunks; ++c) {
+      ChunkGrads<T>& item = g.chunk[r * chunks + c];
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t w = widths[l + 1], w_in = widths[l];
+        if (c == 0) {
+          item.weight.push_back(g.grad_w[l].template data_ptr<T>() + r * w * w_in);
+          item.bias.push_back(g.grad_b[l].template data_ptr<T>() + r * w);
+        } else {
+          g.extra.push_back({r, l, at::empty({w, w_in}, opts), at::empty({w}, opts)});
+          item.weight.push_back(g.extra.back().weight.template data_ptr<T>());
+          item.bias.push_back(g.extra.back().bias.template data_ptr<T>());
+        }
       }
-      g.chunk[c].weight.push_back(gw.template data_ptr<T>());
-      g.chunk[c].bias.push_back(gb.template data_ptr<T>());
+      const int64_t lo = B * c / chunks;
+      item.p = g.grad_p.template data_ptr<T>() + (r * B + lo) * d0;
+      item.q = g.grad_q.template data_ptr<T>() + (r * B + lo) * d0;
     }
-    g.chunk[c].p = g.grad_p.template data_ptr<T>() + lo * d0;
-    g.chunk[c].q = g.grad_q.template data_ptr<T>() + lo * d0;
   }
   return g;
 }
 
+// Both ops: the single one (stacked false: p (B, d), scalar outputs) and the stacked one (p
+// (R, B, d), outputs per run). Runs share nothing but the threads.
 template <typename T>
 CriticLossResult critic_loss_cpu_typed(const at::Tensor& p, const at::Tensor& q,
                                        const at::Tensor& alpha, at::TensorList weights,
                                        at::TensorList biases, double w1_weight, double gp_weight,
-                                       double center, bool compute_grads) {
-  const int64_t B = p.size(0);
-  const int64_t L = static_cast<int64_t>(weights.size());
+                                       double center, bool compute_grads, bool stacked) {
+  const int64_t R = stacked ? p.size(0) : 1;
+  const int64_t B = p.size(-2);
+  const std::vector<int64_t> lead = stacked ? std::vector<int64_t>{R} : std::vector<int64_t>{};
   const bool with_w1 = w1_weight != 0.0;
   const auto opts = p.options();
-  const CriticLayers<T> layers = critic_layers<T>(p.size(1), weights, biases);
+  const CriticLayers<T> layers = critic_layers<T>(p.size(-1), weights, biases);
   const at::Tensor pc = p.contiguous(), qc = q.contiguous();
-  const at::Tensor ac = alpha.reshape({B}).contiguous();
+  const at::Tensor ac = alpha.reshape({R * B}).contiguous();
   const int64_t d0 = layers.widths[0];
-  const int64_t chunks = std::max<int64_t>(
-      1, at::in_parallel_region() ? 1
-                                  : std::min<int64_t>(at::get_num_threads(), B / kMinChunkRows));
-  ChunkedGradients<T> grads = chunked_gradients<T>(layers.widths, B, chunks, compute_grads, opts);
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t chunks =
+      std::max<int64_t>(1, std::min<int64_t>((threads + R - 1) / R, B / kMinChunkRows));
+  ChunkedGradients<T> grads =
+      chunked_gradients<T>(layers.widths, lead, R, B, chunks, compute_grads, opts);
 
   // A chunk runs in blocks of at most kBlockRows rows each of p, q and x_hat, adding up their
   // gradients: the block's matrices stay in cache (about 1 MB for the paper's critic) and the
   // working memory kept per thread stays bounded whatever the batch.
-  std::vector<ChunkSums> sums(chunks);
-  auto run = [&](int64_t c) {
+  std::vector<ChunkSums> sums(R * chunks);
+  auto run = [&](int64_t item) {
+    const int64_t r = item / chunks, c = item % chunks;
     const int64_t lo = B * c / chunks, rows = B * (c + 1) / chunks - lo;
+    const auto [W, bias] = layers.run(r);
+    const T* p_run = pc.const_data_ptr<T>() + r * B * d0;
+    const T* q_run = qc.const_data_ptr<T>() + r * B * d0;
+    const T* a_run = ac.const_data_ptr<T>() + r * B;
     ChunkGrads<T> block_grads;
-    if (compute_grads) block_grads = grads.chunk[c];
+    if (compute_grads) block_grads = grads.chunk[item];
     for (int64_t start = 0; start < rows; start += kBlockRows) {
-      const int64_t r = lo + start, count = std::min(kBlockRows, rows - start);
+      const int64_t i = lo + start, count = std::min(kBlockRows, rows - start);
       if (compute_grads) {
-        block_grads.p = grads.chunk[c].p + start * d0;
-        block_grads.q = grads.chunk[c].q + start * d0;
+        block_grads.p = grads.chunk[item].p + start * d0;
+        block_grads.q = grads.chunk[item].q + start * d0;
       }
       const ChunkSums part = critic_block<T>(
-          pc.const_data_ptr<T>() + r * d0, qc.const_data_ptr<T>() + r * d0,
-          ac.const_data_ptr<T>() + r, count, layers.W, layers.bias, layers.widths, with_w1,
+          p_run + i * d0, q_run + i * d0, a_run + i, count, W, bias, layers.widths, with_w1,
           w1_weight, gp_weight, center, B, compute_grads ? &block_grads : nullptr, start > 0);
-      sums[c].w1 += part.w1;
-      sums[c].gp += part.gp;
-      sums[c].guard += part.guard;
+      sums[item].w1 += part.w1;
+      sums[item].gp += part.gp;
+      sums[item].guard += part.guard;
     }
   };
-  if (chunks == 1) {
+  if (R * chunks == 1) {
     run(0);
   } else {
-    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) run(c);
+    at::parallel_for(0, R * chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) run(item);
     });
   }
 
-  ChunkSums total;
-  for (const auto& s : sums) {
-    total.w1 += s.w1;
-    total.gp += s.gp;
-    total.guard += s.guard;
-  }
   // The other chunks' gradients are added into chunk 0's (ATen's add splits the large ones
   // between the threads).
-  for (size_t i = 0; i < grads.extra.size(); i += 2) {
-    const size_t l = (i / 2) % L;
-    grads.grad_w[l].add_(grads.extra[i]);
-    grads.grad_b[l].add_(grads.extra[i + 1]);
+  for (const ExtraGradient& e : grads.extra) {
+    (stacked ? grads.grad_w[e.layer].select(0, e.run) : grads.grad_w[e.layer]).add_(e.weight);
+    (stacked ? grads.grad_b[e.layer].select(0, e.run) : grads.grad_b[e.layer]).add_(e.bias);
   }
+  const auto out_opts = opts.device(at::kCPU);
+  at::Tensor loss = at::empty(lead, out_opts), w1 = at::empty(lead, out_opts),
+             gp = at::empty(lead, out_opts);
   const double batch = static_cast<double>(B);
-  const double w1 = with_w1 ? total.w1 / batch : 0.0;
-  // A non-finite input can leave g finite (a NaN fails every ReLU mask); the contract is a NaN
-  // result, so the critic's outputs are folded in: 0 * x is 0 for finite x and NaN otherwise.
-  const double gp = total.gp / batch + 0.0 * total.guard;
-  const double loss = gp * gp_weight - w1 * w1_weight;
-  auto scalar = [&](double v) { return at::scalar_tensor(v, opts); };
-  if (!compute_grads) {
-    return {scalar(loss), scalar(w1), scalar(gp), {}, {}, at::empty({0}, opts),
-            at::empty({0}, opts)};
+  for (int64_t r = 0; r < R; ++r) {
+    ChunkSums total;
+    for (int64_t c = 0; c < chunks; ++c) {
+      total.w1 += sums[r * chunks + c].w1;
+      total.gp += sums[r * chunks + c].gp;
+      total.guard += sums[r * chunks + c].guard;
+    }
+    const double w1_r = with_w1 ? total.w1 / batch : 0.0;
+    // A non-finite input can leave g finite (a NaN fails every ReLU mask); the contract is a NaN
+    // result, so the critic's outputs are folded in: 0 * x is 0 for finite x and NaN otherwise.
+    const double gp_r = total.gp / batch + 0.0 * total.guard;
+    loss.data_ptr<T>()[r] = static_cast<T>(gp_r * gp_weight - w1_r * w1_weight);
+    w1.data_ptr<T>()[r] = static_cast<T>(w1_r);
+    gp.data_ptr<T>()[r] = static_cast<T>(gp_r);
   }
-  return {scalar(loss), scalar(w1), scalar(gp), grads.grad_w, grads.grad_b, grads.grad_p,
-          grads.grad_q};
+  if (!compute_grads) {
+    return {loss, w1, gp, {}, {}, at::empty({0}, opts), at::empty({0}, opts)};
+  }
+  return {loss, w1, gp, grads.grad_w, grads.grad_b, grads.grad_p, grads.grad_q};
 }
 
 CriticLossResult mlp_critic_loss_cpu(const at::Tensor& p, const at::Tensor& q,
@@ -516,12 +562,27 @@ CriticLossResult mlp_critic_loss_cpu(const at::Tensor& p, const at::Tensor& q,
   check_mlp_critic_loss_args(p, q, alpha, weights, biases);
   return AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "mlp_critic_loss_cpu", [&] {
     return critic_loss_cpu_typed<scalar_t>(p, q, alpha, weights, biases, w1_weight, gp_weight,
-                                           center, compute_grads);
+                                           center, compute_grads, /*stacked=*/false);
+  });
+}
+
+CriticLossResult stacked_mlp_critic_loss_cpu(const at::Tensor& p, const at::Tensor& q,
+                                             const at::Tensor& alpha, at::TensorList weights,
+                                             at::TensorList biases, double w1_weight,
+                                             double gp_weight, double center,
+                                             bool compute_grads) {
+  check_stacked_mlp_critic_loss_args(p, q, alpha, weights, biases);
+  return AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "stacked_mlp_critic_loss_cpu", [&] {
+    return critic_loss_cpu_typed<scalar_t>(p, q, alpha, weights, biases, w1_weight, gp_weight,
+                                           center, compute_grads, /*stacked=*/true);
   });
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wtc_ext, CPU, m) { m.impl("mlp_critic_loss", &mlp_critic_loss_cpu); }
+TORCH_LIBRARY_IMPL(wtc_ext, CPU, m) {
+  m.impl("mlp_critic_loss", &mlp_critic_loss_cpu);
+  m.impl("stacked_mlp_critic_loss", &stacked_mlp_critic_loss_cpu);
+}
 
 }  // namespace wtc

@@ -1,5 +1,6 @@
-// wtc_ext::mlp_critic_loss on CUDA: the ATen algorithm of critic/mlp_critic_aten.cpp (cuBLAS
-// matmuls) with the fused penalty kernel, on the current stream.
+// wtc_ext::mlp_critic_loss and stacked_mlp_critic_loss on CUDA: the ATen algorithms of
+// critic/mlp_critic_aten.cpp (cuBLAS matmuls, batched over the runs for the stacked op) with the
+// fused penalty kernel, on the current stream.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -14,12 +15,14 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> penalty_cuda(const at::Tensor& g_in, double center,
                                                 double scale) {
+  // g (..., B, d): rows of every leading index (run) at once, each mean over its own B rows.
   const at::Tensor g = g_in.contiguous();
-  const int64_t B = g.size(0), d = g.size(1);
-  at::Tensor per_row = at::empty({B}, g.options());
-  at::Tensor G = at::empty_like(g);
-  C10_CUDA_CHECK(launch_penalty_rows(g.const_data_ptr(), per_row.data_ptr(), G.data_ptr(), B, d,
-                                     center, scale, g.scalar_type() == at::kDouble,
+  const int64_t d = g.size(-1), B = g.size(-2);
+  const int64_t rows = d > 0 ? g.numel() / d : 0;
+  at::Tensor per_row = at::empty(g.sizes().slice(0, g.dim() - 1), g.options());
+  at::Tensor G = at::empty_like(g, at::MemoryFormat::Contiguous);
+  C10_CUDA_CHECK(launch_penalty_rows(g.const_data_ptr(), per_row.data_ptr(), G.data_ptr(), rows,
+                                     d, B, center, scale, g.scalar_type() == at::kDouble,
                                      at::cuda::getCurrentCUDAStream()));
   return {per_row, G};
 }
@@ -33,8 +36,21 @@ CriticLossResult mlp_critic_loss_cuda(const at::Tensor& p, const at::Tensor& q,
                               compute_grads, penalty_cuda);
 }
 
+CriticLossResult stacked_mlp_critic_loss_cuda(const at::Tensor& p, const at::Tensor& q,
+                                              const at::Tensor& alpha, at::TensorList weights,
+                                              at::TensorList biases, double w1_weight,
+                                              double gp_weight, double center,
+                                              bool compute_grads) {
+  const c10::cuda::CUDAGuard guard(p.device());
+  return stacked_mlp_critic_loss_impl(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
+                                      compute_grads, penalty_cuda);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wtc_ext, CUDA, m) { m.impl("mlp_critic_loss", &mlp_critic_loss_cuda); }
+TORCH_LIBRARY_IMPL(wtc_ext, CUDA, m) {
+  m.impl("mlp_critic_loss", &mlp_critic_loss_cuda);
+  m.impl("stacked_mlp_critic_loss", &stacked_mlp_critic_loss_cuda);
+}
 
 }  // namespace wtc

@@ -141,7 +141,10 @@ struct ConditionalColumns {
   int64_t r_row, r_col;                  // its strides
   const int64_t* ref_index;              // reference[r, j] = z[ref_index[r, j], j], or nullptr
   int64_t i_row, i_col;                  // its strides
-  std::optional<uint64_t> permute_seed;  // reference = permute_dims(z) with this seed
+  // reference = permute_dims(z) with these seeds: column j (of run j / run_columns, the R runs'
+  // columns side by side) is stream j % run_columns of seed permute_seeds[j / run_columns]
+  const std::vector<uint64_t>* permute_seeds;
+  int64_t run_columns;
   bool permuted;                         // the reference is z permuted (index or seed)
   bool paired;                           // a reference is compared (else the whole column)
   bool scale_by_range;
@@ -168,7 +171,7 @@ void grow_scratch(ConditionalScratch<scalar_t>& w, const ConditionalColumns<scal
     grow(w.inverse, N);
     grow(w.gaps, C);
   }
-  if (in.permute_seed) grow(w.perm, N);
+  if (in.permute_seeds) grow(w.perm, N);
 }
 
 // Column j's reference in the sorted order: r_rows[t] is the reference row holding the t-th
@@ -181,10 +184,10 @@ const scalar_t* sorted_reference(ConditionalScratch<scalar_t>& w,
   int32_t* r_rows = w.r_rows.data();
   int32_t* inverse = w.inverse.data();
   const int32_t* z_rows = w.z_rows.data();
-  if (in.permute_seed) {
+  if (in.permute_seeds) {
     // reference[r, j] = z[perm[r], j] with permute_dims's permutation of column j.
     int32_t* perm = w.perm.data();
-    cpu_column_permutation(*in.permute_seed, j, N, perm);
+    cpu_column_permutation((*in.permute_seeds)[j / in.run_columns], j % in.run_columns, N, perm);
     for (int64_t r = 0; r < N; ++r) inverse[perm[r]] = static_cast<int32_t>(r);
     for (int64_t t = 0; t < N; ++t) r_rows[t] = inverse[z_rows[t]];
   } else if (in.ref_index) {
@@ -307,11 +310,12 @@ bool one_column(ConditionalScratch<scalar_t>& w, const ConditionalColumns<scalar
 // (giving every label's sorted sample at once), and with a reference sample a second walk in
 // the reference's sorted order pairs each reference value with the label sample's value of the
 // same rank: equal sizes make W1 the mean of |a_i - b_i| over ranks. A permuted reference
-// (reference_index, or permute_seed: permute_dims's own permutation, drawn here) is z's values,
+// (reference_index, or permute_seeds: permute_dims's own permutation, drawn here) is z's values,
 // so its sorted order is z's through the inverse permutation and needs no sort of its own.
 template <typename scalar_t, typename L>
 void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::Tensor& ref_index,
-                         std::optional<uint64_t> permute_seed, bool scale_by_range, const L* lab,
+                         const std::vector<uint64_t>* permute_seeds, int64_t run_columns,
+                         bool scale_by_range, const L* lab,
                          const std::vector<int64_t>& offsets, int64_t N, int64_t d, int64_t K,
                          int64_t C, at::Tensor& out, std::atomic<bool>& bad_index) {
   ConditionalColumns<scalar_t, L> in;
@@ -324,8 +328,9 @@ void conditional_columns(const at::Tensor& z, const at::Tensor& ref, const at::T
   in.ref_index = ref_index.defined() ? ref_index.const_data_ptr<int64_t>() : nullptr;
   in.i_row = ref_index.defined() ? ref_index.stride(0) : 0;
   in.i_col = ref_index.defined() ? ref_index.stride(1) : 0;
-  in.permute_seed = permute_seed;
-  in.permuted = in.ref_index != nullptr || permute_seed.has_value();
+  in.permute_seeds = permute_seeds;
+  in.run_columns = run_columns;
+  in.permuted = in.ref_index != nullptr || permute_seeds != nullptr;
   in.paired = in.ref_values != nullptr || in.permuted;
   in.scale_by_range = scale_by_range;
   in.labels = lab;
@@ -373,19 +378,13 @@ at::Tensor transposed_columns(const at::Tensor& z) {
   return columns.t();
 }
 
-at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor& labels_in,
-                                       const std::optional<at::Tensor>& reference,
-                                       const std::optional<at::Tensor>& reference_index,
-                                       int64_t num_classes, bool permuted,
-                                       std::optional<at::Generator> generator,
-                                       bool scale_by_range) {
-  // The row limit first: the checks below read (and may copy) all of z.
-  TORCH_CHECK_VALUE(z_in.dim() != 2 || z_in.size(0) <= std::numeric_limits<int32_t>::max(),
-                    "conditional_wasserstein: expected at most 2^31 - 1 rows in z on a CPU, got ",
-                    z_in.size(0));
-  // (The labels' range is checked while they are read.)
-  check_conditional_args(z_in, labels_in, reference, reference_index, num_classes, permuted,
-                         /*check_label_range=*/false);
+// The op on checked (N, d) columns: W (d, K, C). permute_seeds (or nullptr): the permuted
+// reference's seeds, one per run of run_columns columns.
+at::Tensor conditional_columns_cpu(const at::Tensor& z_in, const at::Tensor& labels_in,
+                                   const std::optional<at::Tensor>& reference,
+                                   const std::optional<at::Tensor>& reference_index,
+                                   int64_t num_classes, const std::vector<uint64_t>* permute_seeds,
+                                   int64_t run_columns, bool scale_by_range) {
   // z, reference and reference_index are read column by column through their strides, in
   // any layout; a column-major view (the transpose of a (d, N) tensor) is read contiguously.
   // Any other z is first transposed, in blocks of rows, into memory kept between calls: reading
@@ -398,10 +397,6 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
   const at::Tensor ref = reference.has_value() ? *reference : at::Tensor();
   const at::Tensor ref_index = reference_index.has_value() ? *reference_index : at::Tensor();
   const int64_t N = z.size(0), d = z.size(1), K = labels.size(1), C = num_classes;
-  // Drawn even when there is nothing to permute, as permute_dims does: the generator advances
-  // the same way.
-  const std::optional<uint64_t> permute_seed =
-      permuted ? std::optional<uint64_t>(cpu_permutation_seed(generator)) : std::nullopt;
   at::Tensor out = at::full({d, K, C}, NAN, z.options());
   if (N == 0 || d == 0 || K == 0) return out;
 
@@ -435,7 +430,8 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
     });
     if (bad_label) return;
     AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conditional_wasserstein_cpu", [&] {
-      conditional_columns<scalar_t, L>(z, ref, ref_index, permute_seed, scale_by_range,
+      conditional_columns<scalar_t, L>(z, ref, ref_index, permute_seeds, run_columns,
+                                       scale_by_range,
                                        lab_small.data(), offsets, N, d, K, C, out, bad_index);
     });
   };
@@ -449,6 +445,57 @@ at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor&
   TORCH_CHECK_VALUE(!bad_index, "conditional_wasserstein: reference_index must hold a "
                     "permutation of 0..N-1 in every column");
   return out;
+}
+
+// (R, N, d) as the (N, R * d) matrix of the runs' columns side by side, column-major (each column
+// contiguous, as the kernel reads them): R runs' codes are R * d columns sharing the labels.
+at::Tensor runs_as_columns(const at::Tensor& t) {
+  const int64_t R = t.size(0), N = t.size(1), d = t.size(2);
+  return t.permute({0, 2, 1}).contiguous().view({R * d, N}).t();
+}
+
+at::Tensor conditional_wasserstein_cpu(const at::Tensor& z_in, const at::Tensor& labels,
+                                       const std::optional<at::Tensor>& reference,
+                                       const std::optional<at::Tensor>& reference_index,
+                                       int64_t num_classes, bool permuted,
+                                       std::optional<at::Generator> generator,
+                                       bool scale_by_range,
+                                       std::optional<std::vector<at::Generator>> generators) {
+  // The row limit first: the checks below read (and may copy) all of z.
+  TORCH_CHECK_VALUE(z_in.dim() < 2 || z_in.size(-2) <= std::numeric_limits<int32_t>::max(),
+                    "conditional_wasserstein: expected at most 2^31 - 1 rows in z on a CPU, got ",
+                    z_in.size(-2));
+  // (The labels' range is checked while they are read.)
+  check_conditional_args(z_in, labels, reference, reference_index, num_classes, permuted,
+                         /*check_label_range=*/false);
+  check_conditional_generators(z_in, permuted, generator, generators);
+  const bool stacked = z_in.dim() == 3;
+  const int64_t R = stacked ? z_in.size(0) : 1, d = z_in.size(-1);
+  // One seed per run, drawn in run order, even when there is nothing to permute (as
+  // permute_dims does): from generators[r], or in turn from the one generator, as R single calls
+  // would draw them.
+  std::vector<uint64_t> seeds;
+  if (permuted) {
+    for (int64_t r = 0; r < R; ++r) {
+      seeds.push_back(cpu_permutation_seed(generators.has_value()
+                                               ? std::optional<at::Generator>((*generators)[r])
+                                               : generator));
+    }
+  }
+  const std::vector<uint64_t>* permute_seeds = permuted ? &seeds : nullptr;
+  if (!stacked) {
+    return conditional_columns_cpu(z_in, labels, reference, reference_index, num_classes,
+                                   permute_seeds, d, scale_by_range);
+  }
+  const int64_t K = labels.size(1);
+  if (R == 0) return at::empty({0, d, K, num_classes}, z_in.options());
+  auto columns = [](const std::optional<at::Tensor>& t) -> std::optional<at::Tensor> {
+    return t.has_value() ? std::optional<at::Tensor>(runs_as_columns(*t)) : std::nullopt;
+  };
+  return conditional_columns_cpu(runs_as_columns(z_in), labels, columns(reference),
+                                 columns(reference_index), num_classes, permute_seeds, d,
+                                 scale_by_range)
+      .view({R, d, K, num_classes});
 }
 
 }  // namespace

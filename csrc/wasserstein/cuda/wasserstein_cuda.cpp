@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <utility>
+#include <vector>
 
 #include "common/column_shuffle.h"
 #include "wasserstein/wasserstein.h"
@@ -70,12 +71,12 @@ std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cuda(
 
 // Per factor: a stable sort of the labels (in the column's sorted order) groups every column
 // into per-label samples that stay sorted; one merge per (column, label) segment.
-at::Tensor conditional_wasserstein_cuda(const at::Tensor& z_in, const at::Tensor& labels,
-                                        const std::optional<at::Tensor>& reference_values,
-                                        const std::optional<at::Tensor>& reference_index,
-                                        int64_t num_classes, bool permuted,
-                                        std::optional<at::Generator> generator,
-                                        bool scale_by_range) {
+at::Tensor conditional_wasserstein_2d_cuda(const at::Tensor& z_in, const at::Tensor& labels,
+                                           const std::optional<at::Tensor>& reference_values,
+                                           const std::optional<at::Tensor>& reference_index,
+                                           int64_t num_classes, bool permuted,
+                                           std::optional<at::Generator> generator,
+                                           bool scale_by_range) {
   check_conditional_args(z_in, labels, reference_values, reference_index, num_classes, permuted);
   std::optional<at::Tensor> reference = reference_values;
   if (permuted) {
@@ -145,6 +146,52 @@ at::Tensor conditional_wasserstein_cuda(const at::Tensor& z_in, const at::Tensor
     out.div_(span.view({d, 1, 1}));
   }
   return out;
+}
+
+// (R, N, d) as the (N, R * d) matrix of the runs' columns side by side.
+at::Tensor runs_as_columns(const at::Tensor& t) {
+  return t.permute({1, 0, 2}).reshape({t.size(1), t.size(0) * t.size(2)});
+}
+
+// z (N, d) as above; z (R, N, d): the runs' columns side by side, the permuted reference drawn
+// run by run through permute_dims as R calls on z[r] would draw it (from generators[r], or in
+// turn from the one generator).
+at::Tensor conditional_wasserstein_cuda(const at::Tensor& z, const at::Tensor& labels,
+                                        const std::optional<at::Tensor>& reference,
+                                        const std::optional<at::Tensor>& reference_index,
+                                        int64_t num_classes, bool permuted,
+                                        std::optional<at::Generator> generator,
+                                        bool scale_by_range,
+                                        std::optional<std::vector<at::Generator>> generators) {
+  check_conditional_generators(z, permuted, generator, generators);
+  if (z.dim() != 3) {
+    return conditional_wasserstein_2d_cuda(z, labels, reference, reference_index, num_classes,
+                                           permuted, std::move(generator), scale_by_range);
+  }
+  check_conditional_args(z, labels, reference, reference_index, num_classes, permuted);
+  const c10::cuda::CUDAGuard guard(z.device());
+  const int64_t R = z.size(0), d = z.size(2), K = labels.size(1);
+  std::optional<at::Tensor> ref;
+  if (reference.has_value()) ref = runs_as_columns(*reference);
+  if (permuted) {
+    std::vector<at::Tensor> runs;
+    for (int64_t r = 0; r < R; ++r) {
+      auto gen = generators.has_value() ? std::optional<at::Generator>((*generators)[r])
+                                        : generator;
+      runs.push_back(std::get<0>(permute_dims_op().call(z.select(0, r).t().unsqueeze(-1),
+                                                        std::move(gen), false))
+                         .squeeze(-1)
+                         .t());
+    }
+    if (R == 0) return at::empty({0, d, K, num_classes}, z.options());
+    ref = runs_as_columns(at::stack(runs));
+  }
+  if (R == 0) return at::empty({0, d, K, num_classes}, z.options());
+  std::optional<at::Tensor> index;
+  if (reference_index.has_value()) index = runs_as_columns(*reference_index);
+  return conditional_wasserstein_2d_cuda(runs_as_columns(z), labels, ref, index, num_classes,
+                                         /*permuted=*/false, std::nullopt, scale_by_range)
+      .view({R, d, K, num_classes});
 }
 
 }  // namespace

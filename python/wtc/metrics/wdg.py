@@ -19,10 +19,14 @@ the second largest ``Wbar[., k]``, and WDG the mean of the gaps that are finite 
 A factor with a single value has an undefined gap (NaN), left out of the mean as in the paper.
 A constant code column (range 0) is left unscaled, where the authors' code would divide by zero
 and turn every gap into NaN.
+
+R runs' codes (R, N, d) of one data set (sharing the factors) are scored in one kernel call,
+each run exactly as its own call would score it (its permutation drawn from its own seed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -41,17 +45,21 @@ class WDGResult(NamedTuple):
 
 
 def _as_codes(codes) -> torch.Tensor:
-    """Codes as an (N, d) float64 tensor, in any layout (the kernels read strided columns), and
-    without a copy when they already are one."""
+    """Codes as an (N, d) (or R runs' (R, N, d)) float64 tensor, in any layout (the kernels read
+    strided columns), and without a copy when they already are one."""
     z = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes))
-    if z.dim() != 2:
-        raise ValueError(f"wdg: expected codes of shape (N, d), got {tuple(z.shape)}")
+    if z.dim() not in (2, 3):
+        raise ValueError(f"wdg: expected codes of shape (N, d), or (R, N, d) for R runs, got "
+                         f"{tuple(z.shape)}")
     if not (z.dtype.is_floating_point or z.dtype in (torch.int32, torch.int64)):
         raise ValueError(f"wdg: codes must be numeric, got {z.dtype}")
-    if z.shape[1] < 2:
-        raise ValueError(f"wdg: needs at least 2 latent dims (a gap between two), got {z.shape[1]}")
-    if z.shape[0] < 2:
-        raise ValueError(f"wdg: needs at least 2 samples, got {z.shape[0]}")
+    if z.dim() == 3 and z.shape[0] < 1:
+        raise ValueError(f"wdg: expected codes of at least one run, got {tuple(z.shape)}")
+    if z.shape[-1] < 2:
+        raise ValueError(f"wdg: needs at least 2 latent dims (a gap between two), got "
+                         f"{z.shape[-1]}")
+    if z.shape[-2] < 2:
+        raise ValueError(f"wdg: needs at least 2 samples, got {z.shape[-2]}")
     z = z.detach().to(torch.float64)
     # a finite sum means finite values; a non-finite one may be an overflow: look closer
     if not torch.isfinite(z.sum()) and not torch.isfinite(z).all():
@@ -100,38 +108,62 @@ def permuted_reference(z: torch.Tensor, seed: int, return_index: bool = False):
     return wtc_ext.permute_dims(z, generator=generator, return_index=return_index)
 
 
-def wdg(codes, factors, *, variant: str = "paper", seed: int = 0) -> WDGResult:
+def wdg(codes, factors, *, variant: str = "paper",
+        seed: int | Sequence[int] = 0) -> WDGResult | list[WDGResult]:
     """Wasserstein dependency gap of codes (N, d) given integer factors (N, K).
 
     Args:
-        codes: posterior means, numpy or torch, any device (computed there, in float64).
+        codes: posterior means, numpy or torch, any device (computed there, in float64); or R
+            runs' codes (R, N, d) sharing the factors, scored in one kernel call.
         factors: integer factor classes (any integer values), numpy or torch.
         variant: ``"paper"`` (the authors' algorithm) or ``"exact"`` (module docstring).
-        seed: the permutation's seed (paper variant).
+        seed: the permutation's seed (paper variant); for R runs one seed for all or R seeds,
+            run r's permutation being the one ``wdg(codes[r], seed=seed[r])`` draws.
+
+    Returns:
+        a WDGResult, or for codes (R, N, d) a list of R, ``result[r] == wdg(codes[r], ...)``.
     """
     if variant not in VARIANTS:
         raise ValueError(f"wdg: variant must be one of {VARIANTS}, got {variant!r}")
-    z = _as_codes(codes)  # (N, d)
-    y = _as_factors(factors, z.shape[0], z.device)
+    z = _as_codes(codes)  # (N, d) or (R, N, d)
+    stacked = z.dim() == 3
+    seeds = None
+    if stacked:
+        seeds = [seed] * z.shape[0] if isinstance(seed, (int, np.integer)) else list(seed)
+        if len(seeds) != z.shape[0]:
+            raise ValueError(f"wdg: expected one seed or one per run ({z.shape[0]}), got "
+                             f"{len(seeds)}")
+    elif not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"wdg: expected an integer seed for codes (N, d), got {seed!r}")
+    y = _as_factors(factors, z.shape[-2], z.device)
     classes, num_classes = _classes(y)
     # (d, K, C), NaN for absent classes. Dividing a column by its range divides its distances by
     # it. The paper's permuted reference is permute_dims's (permuted_reference's), drawn in the
     # kernel; its sorted order is z's, so each column is sorted once in all. The registered op
     # (public, torch.ops.wtc_ext) takes the classes as they are; wtc_ext.conditional_wasserstein
     # would rank them first.
-    generator = None
-    if variant == "paper":
+    generator = generators = None
+    if variant == "paper" and stacked:
+        generators = [torch.Generator(device=z.device).manual_seed(int(s)) for s in seeds]
+    elif variant == "paper":
         generator = torch.Generator(device=z.device).manual_seed(int(seed))
     W = torch.ops.wtc_ext.conditional_wasserstein.default(
-        z, classes, None, None, num_classes, variant == "paper", generator, True)
-    matrix = torch.nanmean(W, dim=2)  # (d, K)
-    top2 = matrix.topk(2, dim=0).values  # (2, K)
-    gaps = top2[0] - top2[1]
-    num_values = (~torch.isnan(W[0])).sum(1)  # each factor's number of distinct values
+        z, classes, None, None, num_classes, variant == "paper", generator, True, generators)
+    # W (..., d, K, C): the leading run dim, if any, rides along.
+    matrix = torch.nanmean(W, dim=-1)  # (..., d, K)
+    top2 = matrix.topk(2, dim=-2).values  # (..., 2, K)
+    gaps = top2.select(-2, 0) - top2.select(-2, 1)
+    # each factor's number of distinct values (the same in every run: the factors are shared)
+    num_values = (~torch.isnan(W.select(-3, 0))).sum(-1)
     gaps = torch.where(num_values >= 2, gaps, torch.full_like(gaps, float("nan")))
     valid = torch.isfinite(gaps) & (gaps > 0)
-    score = gaps[valid].mean().item() if bool(valid.any()) else float("nan")
-    return WDGResult(score, gaps.cpu().numpy(), matrix.cpu().numpy())
+    counts = valid.sum(-1)
+    scores = torch.where(valid, gaps, torch.zeros_like(gaps)).sum(-1) / counts
+    scores = torch.where(counts > 0, scores, torch.full_like(scores, float("nan")))
+    gaps_np, matrix_np, scores_list = gaps.cpu().numpy(), matrix.cpu().numpy(), scores.tolist()
+    if not stacked:
+        return WDGResult(scores_list, gaps_np, matrix_np)
+    return [WDGResult(scores_list[r], gaps_np[r], matrix_np[r]) for r in range(z.shape[0])]
 
 
 @register_metric("wdg", display="WDG", needs=("train",), default=True)
