@@ -457,9 +457,9 @@ def test_local_executor_runs_a_stack_in_one_process_and_logs_to_every_run(tmp_pa
     runs = [make_run(sweep, f"seed={s}", seed=s) for s in (1, 2)]
     alone = make_run(sweep, "alone", seed=1)
     executor = LocalExecutor(jobs=1, threads=1)
-    ids = executor.submit([runs], EVALUATION)
+    ids = executor.submit([runs, [alone]], EVALUATION)  # the same threads for both jobs
     outcomes = executor.wait(timeout=300)
-    assert len(ids) == 1
+    assert len(ids) == 2 and read_job(alone)["stack"] == 1
     for run_dir in runs:
         assert outcomes[str(run_dir)]["outcome"] == "evaluated", outcomes[str(run_dir)]
         record = read_job(run_dir)
@@ -468,8 +468,8 @@ def test_local_executor_runs_a_stack_in_one_process_and_logs_to_every_run(tmp_pa
     assert read_job(runs[0])["pid"] == read_job(runs[1])["pid"]  # one process
     # the second run's sweep.log has the job's output too (its own file, not a pointer)
     assert (runs[1] / "sweep.log").exists()
-    # a stacked run ends where the same run trained alone does
-    run_job(alone, EVALUATION)
+    # a stacked run ends where the same run trained alone does: stacking changes speed, not
+    # results (up to the order of float sums, which Adam's steps of 1e-4 carry a little)
     pa, pb = final_parameters(runs[0]), final_parameters(alone)
-    for key in pa:  # stacking changes speed, never results (up to float reduction order)
-        assert torch.allclose(pa[key], pb[key], rtol=1e-4, atol=1e-5), key
+    for key in pa:
+        assert torch.allclose(pa[key], pb[key], rtol=1e-3, atol=3e-4), key
