@@ -760,3 +760,46 @@ def test_the_default_stack_is_one_on_a_cpu_and_what_fits_on_a_gpu(monkeypatch):
 def test_a_bad_stack_in_a_spec_is_refused(value):
     with pytest.raises(SpecError, match="stack must be an integer >= 1"):
         from_dict({"preset": "mini", "stack": value})
+
+
+# -- the GPU session script's budget ------------------------------------------------------------
+
+def _gpu_check(out, *flags):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    return subprocess.run(["bash", str(script), str(out), *flags], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_gpu_check_orders_its_stages_by_value_and_fits_them_in_the_budget(tmp_path):
+    import re
+
+    done = _gpu_check(tmp_path / "a", "--budget", "540", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    plan = [re.match(r"gpu_check \[(\d+) s\]: (\w+): (.*)", line).groups() for line in lines[:-1]]
+    assert [name for _, name, _ in plan] == ["build", "cuda_tests", "study", "bench", "paired",
+                                            "cpu_tests"]
+    ran = {name: (int(at), int(re.search(r"cut after (\d+) s", what).group(1)))
+           for at, name, what in plan if what.startswith("would run")}
+    assert list(ran) == ["build", "cuda_tests", "study", "bench"]
+    for at, limit in ran.values():  # every stage is cut before the budget ends, less a reserve
+        assert at + limit <= 540 - 10
+    assert "paired: skipped (0 s of the budget left, it needs 45 s)" in done.stdout
+    assert lines[-1].endswith("done, within the budget of 540 s")
+    assert (tmp_path / "a" / "stages.txt").read_text() == done.stdout  # the record of the plan
+
+    short = _gpu_check(tmp_path / "b", "--budget", "100", "--dry-run")
+    assert short.returncode == 0
+    assert "build: would run, cut after 90 s" in short.stdout
+    assert "study: skipped (0 s of the budget left, it needs 200 s)" in short.stdout
+    none = _gpu_check(tmp_path / "c", "--budget=50", "--dry-run")
+    assert none.returncode == 1
+    assert none.stdout.splitlines()[-1].endswith("no build: nothing else can run")
+    unlimited = _gpu_check(tmp_path / "d", "--dry-run")
+    assert unlimited.stdout.count("would run") == 6 and "skipped" not in unlimited.stdout
+
+
+def test_gpu_check_refuses_a_budget_that_is_not_seconds(tmp_path):
+    bad = _gpu_check(tmp_path, "--budget", "9m", "--dry-run")
+    assert bad.returncode == 2 and "--budget takes whole seconds, got 9m" in bad.stderr
+    assert _gpu_check(tmp_path, "--frobnicate").returncode == 2
