@@ -748,7 +748,12 @@ def test_the_default_stack_is_one_on_a_cpu_and_what_fits_on_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     free = {0: 80 * RUN_GPU_BYTES, 1: 6 * RUN_GPU_BYTES}
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (free[i], 2 * free[i]))
+
+    class Properties:
+        def __init__(self, index):
+            self.total_memory = free[index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", Properties)
     assert default_stack("cuda", "local", jobs=1, devices=["cuda:0"]) == STACK_CAP
     assert default_stack("cuda", "local", jobs=8, devices=["cuda:0"]) == 10  # 8 jobs share it
     assert default_stack("cuda", "local", jobs=2, devices=["cuda:0", "cuda:1"]) == 6

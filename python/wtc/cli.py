@@ -656,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--stack", type=int, default=None, metavar="N",
                     help="the most runs of a cell (its strengths and seeds) a job trains as one "
                          "stacked model (default: the spec's stack, else 1 on a CPU and up to 20 "
-                         "on CUDA, fewer when a local GPU's free memory holds fewer)")
+                         "on CUDA, fewer when a local GPU's memory holds fewer at 1 GiB a run)")
     sw.add_argument("--threads", type=int, default=None,
                     help="CPU threads per job (default: local, the cores divided among the "
                          "jobs; slurm and ray, --cpus-per-job)")

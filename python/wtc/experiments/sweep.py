@@ -12,8 +12,8 @@ them from those files as one stacked model, evaluate each, and record each run's
 
 How many runs a job stacks: the spec's ``stack`` (``wtc sweep --stack N``), else
 :func:`default_stack`: 1 on a CPU, where a stacked step costs about as much as its runs one
-after another; on CUDA, all the runs of a cell up to :data:`STACK_CAP`, fewer when the free
-memory of a local GPU (shared by the jobs on it) holds fewer at :data:`RUN_GPU_BYTES` a run. A run is skipped when its training
+after another; on CUDA, all the runs of a cell up to :data:`STACK_CAP`, fewer when the memory
+of a local GPU (shared by the jobs on it) holds fewer at :data:`RUN_GPU_BYTES` a run. A run is skipped when its training
 and its evaluation are both complete, only evaluated when training is, and resumed from its
 checkpoint when training stopped part-way, so killing and restarting a sweep loses at most the
 steps since each run's last checkpoint. A run whose lock another process holds (a killed
@@ -191,8 +191,8 @@ def default_devices() -> list:
 def default_stack(device: str, name: str = "local", jobs: int = 1,
                   devices: list | None = None) -> int:
     """Runs per job when neither the spec nor the command line says: 1 on a CPU; on CUDA
-    :data:`STACK_CAP`, or fewer when a local GPU's free memory, shared by the ``jobs`` running
-    on it at once, holds fewer at :data:`RUN_GPU_BYTES` a run. Slurm and Ray nodes cannot be
+    :data:`STACK_CAP`, or fewer when a local GPU's memory, shared by the ``jobs`` running on it
+    at once, holds fewer at :data:`RUN_GPU_BYTES` a run. Slurm and Ray nodes cannot be
     asked from here: they get the cap."""
     if not str(device).startswith("cuda"):
         return 1
@@ -204,12 +204,13 @@ def default_stack(device: str, name: str = "local", jobs: int = 1,
         return STACK_CAP
     devices = [d for d in (devices or default_devices()) if str(d).startswith("cuda")] or \
         ["cuda:0"]
-    free = []
+    memory = []
     for d in dict.fromkeys(devices):
         index = int(str(d).split(":")[1]) if ":" in str(d) else 0
-        free.append(torch.cuda.mem_get_info(index)[0])
-    per_device = -(-max(1, int(jobs)) // len(free))  # jobs sharing one GPU at once
-    return max(1, min(STACK_CAP, int(min(free) // per_device // RUN_GPU_BYTES)))
+        # the device's memory, read without creating a CUDA context in the sweep's process
+        memory.append(torch.cuda.get_device_properties(index).total_memory)
+    per_device = -(-max(1, int(jobs)) // len(memory))  # jobs sharing one GPU at once
+    return max(1, min(STACK_CAP, int(min(memory) // per_device // RUN_GPU_BYTES)))
 
 
 def prepare(spec: SweepSpec, out: Path) -> None:
