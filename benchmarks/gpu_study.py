@@ -199,7 +199,6 @@ def main(argv=None) -> int:
         parser.error("give OUT_DIR")
 
     import torch
-
     from wtc.experiments import make_report, run_sweep
     from wtc.experiments.sweep import evaluation_of
 

@@ -225,7 +225,13 @@ def _train_many(args, lists: dict) -> int:
     from wtc.data import DataSetError
     from wtc.experiments.jobs import can_stack
     from wtc.runfiles import CHECKPOINT, LOG, RESULT
-    from wtc.train import TrainConfig, TrainingError, config_from_args, pick_device, train_runs
+    from wtc.train import (
+        TrainConfig,
+        TrainingError,
+        config_from_args,
+        pick_device,
+        train_runs,
+    )
 
     runs = run_folders(args.out, lists)
     try:
