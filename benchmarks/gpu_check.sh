@@ -1,42 +1,124 @@
 #!/usr/bin/env bash
-# One script for a short GPU session: build the extension with CUDA for the visible GPU, run the
-# CUDA tests and every benchmark, and write the results into OUT_DIR:
-#   build.log, tests.log, bench.log, env.json and the benchmark record (JSON: GPU name, torch and
-#   CUDA versions, date, ratios).
-# Usage: bash benchmarks/gpu_check.sh OUT_DIR
+# One script for a short GPU session, its checks in order of value, each writing into OUT_DIR:
+#   build       the extension with CUDA for the visible GPU (build.log, env.json); nothing else
+#               runs without it
+#   cuda_tests  the CUDA tests (tests.log)
+#   study       benchmarks/gpu_study.py: the mini study's models with five seeds, stacked,
+#               evaluated and reported (gpu-study/: study.json, report/, runs/)
+#   bench       the CUDA benchmark groups (bench.log and the benchmark record)
+#   paired      one training step per model, ours against pure PyTorch (paired.log, .json)
+#   cpu_tests   the CPU suite, less the two-minute sweep test (appended to tests.log)
+# Usage: bash benchmarks/gpu_check.sh OUT_DIR [--budget SECONDS] [--dry-run]
+# --budget: the script ends before SECONDS have passed. A stage starts only when the budget
+# left holds its minimum (else one line says it is skipped), and a running stage is cut with
+# `timeout` at its cap or at the budget left, whichever is first; what it wrote stays in
+# OUT_DIR. stages.txt records each stage's fate. --dry-run prints that plan without running
+# anything, taking each stage to last its typical time (the tests exercise the budget logic so).
 set -uo pipefail
-OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
+OUT=""
+BUDGET=""
+DRY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --budget) BUDGET=${2:?--budget takes seconds}; shift 2 ;;
+    --budget=*) BUDGET=${1#--budget=}; shift ;;
+    --dry-run) DRY=1; shift ;;
+    -*) echo "gpu_check: unknown option $1 (usage: bash benchmarks/gpu_check.sh OUT_DIR [--budget SECONDS] [--dry-run])" >&2; exit 2 ;;
+    *) OUT=$1; shift ;;
+  esac
+done
+[ -n "$OUT" ] || { echo "usage: bash benchmarks/gpu_check.sh OUT_DIR [--budget SECONDS] [--dry-run]" >&2; exit 2; }
+case "$BUDGET" in
+  "") BUDGET=1000000000 ;;  # no budget: every stage runs to its cap
+  *[!0-9]*) echo "gpu_check: --budget takes whole seconds, got $BUDGET" >&2; exit 2 ;;
+esac
+RESERVE=10  # seconds kept at the end: a cut stage's timeout needs a moment to stop it
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+: > "$OUT/stages.txt"
 export PYTHONUNBUFFERED=1 WTC_BUILD_CUDA=1 MAX_JOBS=${MAX_JOBS:-16}
 cd "$REPO"
 
-if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-  TORCH_CUDA_ARCH_LIST=$(python -c "import torch; print('.'.join(map(str, torch.cuda.get_device_capability())))")
-  export TORCH_CUDA_ARCH_LIST
-fi
-start=$(date +%s)
-# --no-deps: a GPU box may have no index to install from; the tests need torch, numpy, scipy.
-python -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&1
-status=$?
-echo "build: exit $status after $(( $(date +%s) - start )) s" | tee -a "$OUT/build.log"
-[ $status -eq 0 ] || { tail -40 "$OUT/build.log"; exit $status; }
+START=$(date +%s)
+SIMULATED=0  # a dry run's clock: the typical times of the stages it "ran"
+now() { if [ -n "$DRY" ]; then echo $((START + SIMULATED)); else date +%s; fi; }
+say() { echo "gpu_check [$(( $(now) - START )) s]: $*" | tee -a "$OUT/stages.txt"; }
 
-cd /tmp  # import the installed package, not the source tree
-python - > "$OUT/env.json" <<'PY'
+# stage NAME MIN_S CAP_S TYPICAL_S FUNCTION: run FUNCTION with T = its time limit (its exit
+# status), or skip it (status 3)
+stage() {
+  local name=$1 min=$2 cap=$3 typical=$4 fn=$5 left rc began
+  left=$(( BUDGET - ($(now) - START) - RESERVE ))
+  if [ "$left" -lt "$min" ]; then
+    say "$name: skipped ($left s of the budget left, it needs $min s)"
+    return 3
+  fi
+  T=$(( left < cap ? left : cap ))
+  if [ -n "$DRY" ]; then
+    say "$name: would run, cut after $T s"
+    SIMULATED=$(( SIMULATED + (typical < T ? typical : T) ))
+    return 0
+  fi
+  say "$name: running (cut after $T s)"
+  began=$(now)
+  "$fn"; rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    say "$name: cut at its limit of $T s (what it wrote is in $OUT)"
+  else
+    say "$name: exit $rc after $(( $(now) - began )) s"
+  fi
+  return "$rc"
+}
+
+# Each stage's command; `timeout` cuts it at T seconds (SIGINT first: Python says where it was).
+cut() { timeout -s INT -k 5 "$T" "$@"; }
+
+build() {
+  if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    TORCH_CUDA_ARCH_LIST=$(python -c "import torch; print('.'.join(map(str, torch.cuda.get_device_capability())))")
+    export TORCH_CUDA_ARCH_LIST
+  fi
+  # --no-deps: a GPU box may have no index to install from; the tests need torch, numpy, scipy.
+  cut python -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&1
+  local rc=$?
+  [ $rc -eq 0 ] || { tail -40 "$OUT/build.log"; return $rc; }
+  (cd /tmp && python - > "$OUT/env.json") <<'PY'
 import json, torch, wtc_ext
 print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                   "cuda": torch.version.cuda, "build": wtc_ext.build_info()}, indent=1))
 PY
-cat "$OUT/env.json"
+  cat "$OUT/env.json"
+}
+# From /tmp: import the installed package, not the source tree.
+cuda_tests() {
+  (cd /tmp && cut python -m pytest -q -p no:cacheprovider "$REPO/tests" -m cuda -rs) 2>&1 \
+    | tee "$OUT/tests.log" | tail -15
+}
+study() {
+  # the study plans its steps to end a little before its limit
+  (cd /tmp && cut python "$REPO/benchmarks/gpu_study.py" "$OUT/gpu-study" --budget $(( T - 15 ))) \
+    2>&1 | tee "$OUT/study.log" | grep -v Warning | tail -12
+}
+bench() {
+  # The CUDA groups (the CPU ones are measured on CPU machines); scipy baselines run in them too.
+  (cd /tmp && cut python "$REPO/benchmarks/run.py" -k cuda --out "$OUT") 2>&1 \
+    | tee "$OUT/bench.log" | tail -40
+}
+paired() {
+  (cd /tmp && cut python "$REPO/benchmarks/paired_training_step.py" --device cuda --pairs 60 \
+    --out "$OUT/paired_training_step.json") 2>&1 | tee "$OUT/paired.log" | tail -8
+}
+cpu_tests() {
+  (cd /tmp && cut python -m pytest -q -p no:cacheprovider "$REPO/tests" -x \
+    -k "not cuda and not sweep_killed") 2>&1 | tail -3 | tee -a "$OUT/tests.log"
+}
 
-python -m pytest -q -p no:cacheprovider "$REPO/tests" -m cuda -rs 2>&1 | tee "$OUT/tests.log" | tail -15
-# the CPU suite too, less the two-minute sweep test
-python -m pytest -q -p no:cacheprovider "$REPO/tests" -x -k "not cuda and not sweep_killed" 2>&1 \
-  | tail -3 | tee -a "$OUT/tests.log"
-# The CUDA groups (the CPU ones are measured on CPU machines); scipy baselines run in them too.
-python "$REPO/benchmarks/run.py" -k cuda --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -40
-# one training step per model, ours against pure PyTorch, alternating (about a minute)
-python "$REPO/benchmarks/paired_training_step.py" --device cuda --pairs 60 \
-  --out "$OUT/paired_training_step.json" 2>&1 | tee "$OUT/paired.log" | tail -8
-echo "gpu_check: done after $(( $(date +%s) - start )) s"
+#     name        min  cap  typical
+stage build       60   420  150 build || { say "no build: nothing else can run"; exit 1; }
+stage cuda_tests  30   180  60  cuda_tests
+stage study       200  300  240 study
+stage bench       60   240  120 bench
+stage paired      45   120  60  paired
+stage cpu_tests   120  900  400 cpu_tests
+if [ "$BUDGET" -lt 1000000000 ]; then say "done, within the budget of $BUDGET s"; else say "done"; fi

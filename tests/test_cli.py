@@ -353,3 +353,86 @@ def test_loss_curves_and_the_tensorboard_note(tmp_path, monkeypatch, capsys, run
     err = capsys.readouterr().err
     assert f"tensorboard is not installed: logs go to {out / 'log.jsonl'} only" in err
     assert err.count("tensorboard is not installed") == 1
+
+
+# -- several runs: lists of seeds and strengths ----------------------------------------------------
+
+def test_lists_of_seeds_and_strengths_train_their_product_in_one_call(tmp_path, monkeypatch,
+                                                                     capsys):
+    calls = []
+    real = wtc.train.train_runs
+
+    def spy(configs, outs, **kwargs):
+        calls.append((configs, outs, kwargs))
+        return real(configs, outs, **kwargs)
+
+    monkeypatch.setattr(wtc.train, "train_runs", spy)
+    out = tmp_path / "many"
+    flags = ["--model", "beta-vae", "--data-options", json.dumps(SMALL), "--steps", "2",
+             "--batch-size", "8", "--checkpoint-every", "2", "--eval-samples", "16", "--device",
+             "cpu", "--quiet", "--no-tensorboard"]
+    assert wtc_main(["train", *flags, "--beta", "1", "4", "--seeds", "3", "5", "--out",
+                     str(out)]) == 0
+    assert len(calls) == 1 and calls[0][2] == {"resume": False, "overwrite": False,
+                                              "cuda_graph": False}
+    folders = [out / f"beta={b}" / f"seed={s}" for b in (1, 4) for s in (3, 5)]
+    assert calls[0][1] == folders  # the sweep's run-id order: strength, then seed
+    for folder in folders:
+        saved = json.loads((folder / "config.json").read_text())
+        assert f"beta={saved['beta']:g}" == folder.parent.name
+        assert f"seed={saved['seed']}" == folder.name
+        assert json.loads((folder / "result.json").read_text())["steps"] == 2
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == [str(f) for f in folders]
+    # a single value names no folder level; --resume applies to every run
+    assert wtc_main(["train", *flags, "--beta", "1", "4", "--seed", "3", "--steps", "3",
+                     "--out", str(tmp_path / "two"), "--resume"]) == 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["beta=1", "beta=4"]
+    # the same command again is refused before anything trains, naming the folder
+    line = refused(capsys, ["train", *flags, "--beta", "1", "4", "--seeds", "3", "5", "--out",
+                            out], "already holds a run", "--resume", "--overwrite")
+    assert "beta=1/seed=3" in line
+    assert len(calls) == 2
+
+
+def test_several_runs_report_each_failure_and_exit_non_zero(tmp_path, monkeypatch, capsys):
+    def train_runs(configs, outs, **kwargs):
+        return [{"status": "trained", "result": {"steps": 2, "reconstruction_error": 1.5}},
+                {"status": "failed", "reason": "the main loss is nan at step 7", "step": 7}]
+
+    monkeypatch.setattr(wtc.train, "train_runs", train_runs)
+    out = tmp_path / "r"
+    assert wtc_main(["train", "--model", "wtc-vae", "--gamma", "10", "80", "--out", str(out),
+                     "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"{out / 'gamma=10'}: reconstruction error 1.50 after 2 steps"
+    assert captured.err.splitlines() == [
+        f"wtc train: {out / 'gamma=80'} failed at step 7: the main loss is nan at step 7",
+        "wtc train: 1 of 2 runs failed; the others are trained"]
+
+
+def test_several_runs_refusals(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r"
+    refused(capsys, ["train", "--seeds", "1", "2", "1", "--out", out], "--seeds lists a value "
+            "twice (1 2 1)")
+    refused(capsys, ["train", "--model", "wae", "--beta", "1", "2", "--gamma", "3", "--out", out],
+            "wae has no gamma")
+    refused(capsys, ["train", "--beta", "1", "-2", "--model", "beta-vae", "--out", out],
+            "beta must be >= 0")
+    no_cuda(monkeypatch)
+    for argv in (["--seeds", "1", "2"], ["--seed", "1"]):  # one run too goes through train_runs
+        refused(capsys, ["train", *argv, "--cuda-graph", "--out", out], "--cuda-graph",
+                "train on cpu", "drop --cuda-graph")
+    (tmp_path / "seed=2").write_text("x")
+    refused(capsys, ["train", "--seeds", "1", "2", "--out", tmp_path], "seed=2 is a file")
+    assert not out.exists()
+
+
+def test_run_folders_follow_the_sweeps_run_ids():
+    from wtc.cli import run_folders
+
+    runs = run_folders("o", {"seed": [1, 11], "beta": [1.0], "gamma": [10.0, 0.5]})
+    assert [str(f) for f, _ in runs] == ["o/gamma=10/seed=1", "o/gamma=10/seed=11",
+                                         "o/gamma=0.5/seed=1", "o/gamma=0.5/seed=11"]
+    assert runs[0][1] == {"beta": 1.0, "gamma": 10.0, "seed": 1}
+    assert [str(f) for f, _ in run_folders("o", {"seed": [3]})] == ["o"]

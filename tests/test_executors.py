@@ -27,9 +27,13 @@ from wtc.experiments.executors import (
 from wtc.experiments.jobs import (
     FORMAT,
     RunLock,
+    can_stack,
     expected_evaluation,
+    group_runs,
     lock_held,
+    read_config,
     read_job,
+    run_group,
     run_job,
     update_job,
 )
@@ -135,11 +139,11 @@ def test_a_run_locked_by_another_process_is_never_worked_on(tmp_path):
 def test_submitit_local_sweep_trains_and_evaluates_every_run_once(tmp_path):
     runs = [make_run(tmp_path / "sweep", f"seed={s}", seed=s) for s in (1, 2, 3)]
     executor = SlurmExecutor(tmp_path / "submitit", cluster="local", time="00:10:00")
-    ids = executor.submit(runs, EVALUATION)
-    assert len(set(ids)) == 3
+    ids = executor.submit([runs[:2], runs[2]], EVALUATION)  # a stack of two and a lone run
+    assert len(set(ids)) == 2
     # while they are pending or running, a resubmit finds nothing to submit
     assert runs_to_submit(runs, EVALUATION) == []
-    assert {read_job(r)["job_id"] for r in runs} == set(ids)
+    assert [read_job(r)["job_id"] for r in runs] == [ids[0], ids[0], ids[1]]
     outcomes = executor.wait(timeout=300)
     for run_dir in runs:
         out = outcomes[str(run_dir)]
@@ -150,6 +154,7 @@ def test_submitit_local_sweep_trains_and_evaluates_every_run_once(tmp_path):
         assert record["state"] == "evaluated" and record["attempt"] == 1
         assert record["executor"] == "submitit-local" and record["pid"] != os.getpid()
         assert json.loads((run_dir / RESULT).read_text())["steps"] == 30
+    assert [read_job(r)["stack"] for r in runs] == [2, 2, 1]
     assert runs_to_submit(runs, EVALUATION) == []
     status = status_table(tmp_path / "sweep", EVALUATION)
     assert status["counts"] == {"evaluated": 3} and status["seconds_per_run"] > 0
@@ -369,3 +374,102 @@ def test_missing_engines_name_the_extra(monkeypatch, tmp_path):
         SlurmExecutor(tmp_path)
     with pytest.raises(ImportError, match=r'pip install "wtc\[ray\]"'):
         RayExecutor()
+
+
+# -- stacks -----------------------------------------------------------------------------------
+
+def test_runs_that_differ_in_seed_and_strength_stack_and_others_do_not(tmp_path):
+    sweep = tmp_path / "sweep"
+    a = make_run(sweep, "a", seed=1, beta=1.0)
+    b = make_run(sweep, "b", seed=2, beta=4.0)
+    other = make_run(sweep, "other", seed=1, lr=5e-4)
+    c = make_run(sweep, "c", seed=3)
+    missing = sweep / "missing"  # no config.json: a group of its own, its job says why
+    configs = [read_config(d) for d in (a, b, c)]
+    assert can_stack(configs) is None
+    reason = can_stack([configs[0], read_config(other)])
+    assert "differ in lr (0.0001 and 0.0005)" in reason and "seed, beta, gamma" in reason
+    assert group_runs([a, other, b, c, missing]) == [[a, b, c], [other], [missing]]
+    assert group_runs([a, other, b, c], 2) == [[a, b], [c], [other]]
+    assert group_runs([a, b, c], 1) == [[a], [b], [c]]
+    with pytest.raises(ValueError, match="at least 1 run"):
+        group_runs([a], 0)
+
+
+def test_a_stack_trains_in_one_call_and_a_failed_run_leaves_the_others_going(tmp_path,
+                                                                          monkeypatch):
+    import wtc.train
+
+    sweep = tmp_path / "sweep"
+    good, nan, bad = (make_run(sweep, name, seed=s, beta=b) for name, s, b in
+                      (("good", 1, 1.0), ("nan", 2, 4.0), ("bad", 3, 1.0)))
+    config = json.loads((bad / "config.json").read_text())
+    config["model"] = "gan"  # a config.json that does not validate: that run fails alone
+    write_json_atomic(config, bad / "config.json")
+    calls = []
+    real = wtc.train.train_runs
+
+    def train_runs(configs, outs, **kwargs):
+        calls.append(([Path(o).name for o in outs], kwargs))
+        # "nan" fails as a stacked trainer reports it; the others train for real
+        return [{"status": "failed", "reason": "the main loss is nan at step 12", "step": 12}
+                if Path(out).name == "nan" else real([config], [out], **kwargs)[0]
+                for config, out in zip(configs, outs)]
+
+    monkeypatch.setattr(wtc.train, "train_runs", train_runs)
+    outs = run_group([good, nan, bad], EVALUATION, job_id="j1", executor="local")
+    assert calls == [(["good", "nan"], {"resume": True, "cuda_graph": False})]  # one call
+    assert [o["outcome"] for o in outs] == ["evaluated", "failed", "failed"]
+    assert outs[0]["trained"] and outs[0]["evaluated"] and (good / EVAL).exists()
+    assert outs[1]["reason"] == "the main loss is nan at step 12" and outs[1]["step"] == 12
+    record = read_job(nan)
+    assert record["state"] == "failed" and record["step"] == 12 and record["job_id"] == "j1"
+    assert not (nan / EVAL).exists()
+    record = read_job(bad)
+    assert record["state"] == "failed" and "unknown model 'gan'" in record["reason"]
+    assert "ValueError" in record["traceback"]
+    assert read_job(good)["state"] == "evaluated" and read_job(good)["stack"] == 3
+    assert not any(lock_held(d) for d in (good, nan, bad))
+    with pytest.raises(RuntimeError, match="nan at step 12"):  # one run: its failure raises
+        run_job(nan, EVALUATION)
+    # the failed run is submitted again; the finished one is not
+    assert runs_to_submit([good, nan, bad], EVALUATION) == [nan, bad]
+
+
+def test_a_busy_run_is_left_out_of_its_stack(tmp_path, monkeypatch):
+    import wtc.train
+
+    sweep = tmp_path / "sweep"
+    free, held = make_run(sweep, "free", seed=1), make_run(sweep, "held", seed=2)
+    trained = []
+    monkeypatch.setattr(wtc.train, "train_runs", lambda configs, outs, **kw: trained.extend(
+        outs) or [{"status": "failed", "reason": "stop here", "step": None} for _ in outs])
+    with RunLock(held):
+        outs = run_group([free, held], EVALUATION, wait=0.3)
+    assert trained == [free]
+    assert outs[1]["outcome"] == "busy" and read_job(held) is None  # untouched
+    assert outs[0]["outcome"] == "failed" and read_job(free)["stack"] == 1
+
+
+@pytest.mark.slow
+def test_local_executor_runs_a_stack_in_one_process_and_logs_to_every_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    runs = [make_run(sweep, f"seed={s}", seed=s) for s in (1, 2)]
+    alone = make_run(sweep, "alone", seed=1)
+    executor = LocalExecutor(jobs=1, threads=1)
+    ids = executor.submit([runs, [alone]], EVALUATION)  # the same threads for both jobs
+    outcomes = executor.wait(timeout=300)
+    assert len(ids) == 2 and read_job(alone)["stack"] == 1
+    for run_dir in runs:
+        assert outcomes[str(run_dir)]["outcome"] == "evaluated", outcomes[str(run_dir)]
+        record = read_job(run_dir)
+        assert record["job_id"] == ids[0] and record["stack"] == 2
+        assert logged_steps(run_dir) == [10, 20, 30]
+    assert read_job(runs[0])["pid"] == read_job(runs[1])["pid"]  # one process
+    # the second run's sweep.log has the job's output too (its own file, not a pointer)
+    assert (runs[1] / "sweep.log").exists()
+    # a stacked run ends where the same run trained alone does: stacking changes speed, not
+    # results (up to the order of float sums, which Adam's steps of 1e-4 carry a little)
+    pa, pb = final_parameters(runs[0]), final_parameters(alone)
+    for key in pa:
+        assert torch.allclose(pa[key], pb[key], rtol=1e-3, atol=3e-4), key

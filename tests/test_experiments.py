@@ -704,6 +704,7 @@ def test_binary_and_list_spec_files_are_refused(tmp_path):
     (["--threads", "0"], "--threads must be >= 1"),
     (["--devices", "gpu"], "--devices: unknown device 'gpu'"),
     (["--jobs", "0"], "jobs must be >= 1"),
+    (["--stack", "0"], "--stack 0: a job trains at least 1 run"),
 ])
 def test_sweep_refuses_bad_local_options_before_writing_anything(tmp_path, capsys, flags,
                                                                  message):
@@ -713,3 +714,97 @@ def test_sweep_refuses_bad_local_options_before_writing_anything(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+# -- stacks -----------------------------------------------------------------------------------
+
+def test_a_sweep_stacks_the_runs_of_a_cell_into_one_job(tmp_path, capsys):
+    path = tmp_path / "two.toml"
+    path.write_text("stack = 2\n" + TWO_RUNS)
+    out = tmp_path / "sweep"
+    assert cli(["sweep", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "up to 2 runs a job" in printed
+    assert "submitted 2 run(s) in 1 stacked job(s) to local" in printed
+    spec = load_spec(path)
+    records = [json.loads((out / r.id / "job.json").read_text()) for r in expand(spec)]
+    assert all(r["state"] == "evaluated" and r["stack"] == 2 for r in records)
+    assert records[0]["job_id"] == records[1]["job_id"] and records[0]["pid"] == records[1]["pid"]
+    assert cli(["sweep", "--status", str(out)]) == 0  # still one line per run
+    status = capsys.readouterr().out
+    assert status.splitlines()[0] == "2 runs: 2 evaluated"
+    assert all(r.id in status for r in expand(spec))
+    # stack says how fast, not what: the same folder takes another --stack, or none
+    assert cli(["sweep", str(path), "--out", str(out), "--stack", "1"]) == 0
+    assert "0 finished, 2 done before" in capsys.readouterr().out
+
+
+def test_the_default_stack_is_one_on_a_cpu_and_what_fits_on_a_gpu(monkeypatch):
+    import torch
+    from wtc.experiments.sweep import RUN_GPU_BYTES, STACK_CAP, default_stack
+
+    assert default_stack("cpu") == 1
+    assert default_stack("cuda", "slurm") == STACK_CAP  # the nodes' GPUs are not visible here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    free = {0: 80 * RUN_GPU_BYTES, 1: 6 * RUN_GPU_BYTES}
+
+    class Properties:
+        def __init__(self, index):
+            self.total_memory = free[index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", Properties)
+    assert default_stack("cuda", "local", jobs=1, devices=["cuda:0"]) == STACK_CAP
+    assert default_stack("cuda", "local", jobs=8, devices=["cuda:0"]) == 10  # 8 jobs share it
+    assert default_stack("cuda", "local", jobs=2, devices=["cuda:0", "cuda:1"]) == 6
+    free[1] = RUN_GPU_BYTES // 2
+    assert default_stack("cuda", "local", jobs=2, devices=["cuda:0", "cuda:1"]) == 1
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "4"])
+def test_a_bad_stack_in_a_spec_is_refused(value):
+    with pytest.raises(SpecError, match="stack must be an integer >= 1"):
+        from_dict({"preset": "mini", "stack": value})
+
+
+# -- the GPU session script's budget ------------------------------------------------------------
+
+def _gpu_check(out, *flags):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    return subprocess.run(["bash", str(script), str(out), *flags], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_gpu_check_orders_its_stages_by_value_and_fits_them_in_the_budget(tmp_path):
+    import re
+
+    done = _gpu_check(tmp_path / "a", "--budget", "540", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    plan = [re.match(r"gpu_check \[(\d+) s\]: (\w+): (.*)", line).groups() for line in lines[:-1]]
+    assert [name for _, name, _ in plan] == ["build", "cuda_tests", "study", "bench", "paired",
+                                            "cpu_tests"]
+    ran = {name: (int(at), int(re.search(r"cut after (\d+) s", what).group(1)))
+           for at, name, what in plan if what.startswith("would run")}
+    assert list(ran) == ["build", "cuda_tests", "study", "bench"]
+    for at, limit in ran.values():  # every stage is cut before the budget ends, less a reserve
+        assert at + limit <= 540 - 10
+    assert "paired: skipped (0 s of the budget left, it needs 45 s)" in done.stdout
+    assert lines[-1].endswith("done, within the budget of 540 s")
+    assert (tmp_path / "a" / "stages.txt").read_text() == done.stdout  # the record of the plan
+
+    short = _gpu_check(tmp_path / "b", "--budget", "100", "--dry-run")
+    assert short.returncode == 0
+    assert "build: would run, cut after 90 s" in short.stdout
+    assert "study: skipped (0 s of the budget left, it needs 200 s)" in short.stdout
+    none = _gpu_check(tmp_path / "c", "--budget=50", "--dry-run")
+    assert none.returncode == 1
+    assert none.stdout.splitlines()[-1].endswith("no build: nothing else can run")
+    unlimited = _gpu_check(tmp_path / "d", "--dry-run")
+    assert unlimited.stdout.count("would run") == 6 and "skipped" not in unlimited.stdout
+
+
+def test_gpu_check_refuses_a_budget_that_is_not_seconds(tmp_path):
+    bad = _gpu_check(tmp_path, "--budget", "9m", "--dry-run")
+    assert bad.returncode == 2 and "--budget takes whole seconds, got 9m" in bad.stderr
+    assert _gpu_check(tmp_path, "--frobnicate").returncode == 2

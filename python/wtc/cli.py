@@ -148,12 +148,30 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from wtc.data import DataSetError
-    from wtc.train import TrainConfig, Trainer, TrainingError, config_from_args
+    from wtc.experiments.jobs import stacked_fields
 
     if args.resume and args.overwrite:
         return _refuse("train", "--resume continues the run in --out and --overwrite replaces "
                                 "it: pass one of them")
+    # --seed/--seeds, --beta and --gamma take lists: the runs are their product
+    lists = {name: getattr(args, name) for name in stacked_fields() if hasattr(args, name)}
+    for name, values in lists.items():
+        if len(set(values)) != len(values):
+            flag = "--seeds" if name == "seed" else f"--{name}"
+            return _refuse("train", f"{flag} lists a value twice ({' '.join(map(str, values))}): "
+                                    "each value is one run")
+    if all(len(v) == 1 for v in lists.values()) and not args.cuda_graph:
+        for name, values in lists.items():
+            setattr(args, name, values[0])
+        return _train_one(args)
+    return _train_many(args, lists)
+
+
+def _train_one(args) -> int:
+    """One run in --out, as wtc train has always trained it."""
+    from wtc.data import DataSetError
+    from wtc.train import TrainConfig, Trainer, TrainingError, config_from_args
+
     trainer = None
     try:
         # --config's file, then every flag given over it: two views of the same fields
@@ -177,6 +195,107 @@ def _cmd_train(args) -> int:
         return 130
     print(f"{args.out}: reconstruction error {result['reconstruction_error']:.2f} after "
           f"{result['steps']} steps")
+    return 0
+
+
+def run_folders(out, lists: dict) -> list:
+    """The runs of ``wtc train``'s value lists: [(folder, {field: value})], the product of the
+    lists. Each list of more than one value names a level of the folder, as a sweep's run id
+    does (``OUT/gamma=10/seed=1``: strengths, then the seed); a single value names none, so one
+    run trains in OUT itself."""
+    import itertools
+
+    from wtc.experiments.sweep import axis_text
+
+    names = [n for n in lists if n != "seed"] + (["seed"] if "seed" in lists else [])
+    runs = []
+    for combo in itertools.product(*(lists[n] for n in names)):
+        values = dict(zip(names, combo))
+        folder = Path(out).joinpath(*(f"{n}={axis_text(values[n])}" for n in names
+                                      if len(lists[n]) > 1))
+        runs.append((folder, values))
+    return runs
+
+
+def _train_many(args, lists: dict) -> int:
+    """Several runs (or one with --cuda-graph), trained as one stacked model by
+    wtc.train.train_runs, each in its own folder under --out."""
+    import copy
+
+    from wtc.data import DataSetError
+    from wtc.experiments.jobs import can_stack
+    from wtc.runfiles import CHECKPOINT, LOG, RESULT
+    from wtc.train import (
+        TrainConfig,
+        TrainingError,
+        config_from_args,
+        pick_device,
+        train_runs,
+    )
+
+    runs = run_folders(args.out, lists)
+    try:
+        base = TrainConfig.from_file(args.config) if args.config else None
+        configs = []
+        for _, values in runs:
+            one = copy.copy(args)
+            for name, value in values.items():
+                setattr(one, name, value)
+            config = config_from_args(one, base)
+            options = _data_options(args)
+            if options:
+                config.data_options = {**config.data_options, **options}
+            if args.quiet:
+                config.progress = False
+            config.validate()
+            configs.append(config)
+        if args.cuda_graph:
+            device = pick_device(configs[0].device)
+            if device.type != "cuda":
+                return _refuse("train", f"--cuda-graph captures the training step as a CUDA "
+                                        f"graph, but the runs train on {device}: drop "
+                                        "--cuda-graph, or train on a GPU (--device cuda)")
+    except (ValueError, TrainingError, DataSetError) as err:
+        return _refuse("train", err)
+    reason = can_stack(configs)
+    if reason:  # the lists vary only stackable fields; a plug-in's odd config could not
+        return _refuse("train", f"these runs cannot train as one stacked model: {reason}")
+    for folder, _ in runs:  # before any run trains, as a single run is refused
+        if folder.exists() and not folder.is_dir():
+            return _refuse("train", f"{folder} is a file; --out takes the runs' folder")
+        if (not (args.resume or args.overwrite)
+                and any((folder / name).exists() for name in (CHECKPOINT, LOG, RESULT))):
+            return _refuse("train", f"{folder} already holds a run; pass --resume to continue "
+                                    "every run or --overwrite to replace them")
+    outs = [folder for folder, _ in runs]
+    try:
+        outcomes = train_runs(configs, outs, resume=args.resume, overwrite=args.overwrite,
+                              cuda_graph=args.cuda_graph)
+    except (ValueError, TrainingError, DataSetError) as err:
+        return _refuse("train", err)
+    except OSError as err:
+        return _refuse("train", _file_error(err))
+    except KeyboardInterrupt:
+        print(f"wtc train: interrupted; each of the {len(runs)} runs under {args.out} keeps its "
+              "last checkpoint; continue them with the same command and --resume",
+              file=sys.stderr)
+        return 130
+    failed = 0
+    for folder, outcome in zip(outs, outcomes, strict=True):
+        if outcome.get("status") == "trained":
+            result = outcome["result"]
+            print(f"{folder}: reconstruction error {result['reconstruction_error']:.2f} after "
+                  f"{result['steps']} steps")
+        else:
+            failed += 1
+            step = outcome.get("step")
+            where = f" at step {step}" if step is not None else ""
+            print(f"wtc train: {folder} failed{where}: {outcome.get('reason')}",
+                  file=sys.stderr)
+    if failed:
+        print(f"wtc train: {failed} of {len(runs)} runs failed; the others are trained",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -320,6 +439,9 @@ def _cmd_sweep(args) -> int:
     if args.spec is None or args.out is None:
         print("wtc sweep: give a spec and --out DIR (or --status DIR)", file=sys.stderr)
         return 2
+    if args.stack is not None and args.stack < 1:
+        return _refuse("sweep", f"--stack {args.stack}: a job trains at least 1 run (leave "
+                                "--stack out for what fits)")
     try:
         spec = override(load_spec(args.spec), data=args.data, models=args.models,
                         seeds=args.seeds, steps=args.steps, data_root=args.data_root,
@@ -340,7 +462,7 @@ def _cmd_sweep(args) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)  # stop the local jobs too
     try:
         result = run_sweep(spec, args.out, jobs=args.jobs, devices=args.devices,
-                           threads=args.threads, executor=executor)
+                           threads=args.threads, executor=executor, stack=args.stack)
     except (SpecError, SweepError, ImportError) as err:  # ImportError: a missing extra
         print(f"wtc sweep: {err}", file=sys.stderr)
         return 2
@@ -410,7 +532,9 @@ def _train_description() -> str:
     import textwrap
 
     return "\n\n".join(textwrap.fill(part, 88) for part in (
-        "Train one run. Its settings are TrainConfig's fields: from --config (a run's "
+        "Train one run, or several: lists of seeds and strengths (--seeds 1 11 42 --gamma 10 "
+        "40) train the product of the lists as one stacked model, each run in its own folder "
+        "under --out. A run's settings are TrainConfig's fields: from --config (a run's "
         "config.json), then each flag given.",
         f"The defaults are the paper's: {steps:,} steps of batch {TrainConfig.batch_size}, Adam "
         f"{TrainConfig.lr:g}. On a CPU that costs about {hours:.0f} hours a run (one run trained "
@@ -418,6 +542,22 @@ def _train_description() -> str:
         "first look pass --steps 2000 (about 6 minutes there). A checkpoint is written every "
         f"{TrainConfig.checkpoint_every:,} steps or {TrainConfig.checkpoint_minutes:g} minutes, "
         "whichever comes first: Ctrl-C says how to resume."))
+
+
+def _listed_flags(parser) -> None:
+    """--seed and the strength flags take several values (one run each, trained together), and
+    --seeds is --seed's plural."""
+    from wtc.experiments.jobs import stacked_fields
+
+    names = stacked_fields()
+    for action in parser._actions:  # argparse has no public way to change a flag's nargs
+        if action.dest in names and action.option_strings:
+            action.nargs = "+"
+            action.help = (action.help or "").replace(
+                " (default:", "; several values train one run each, as one stacked model, in "
+                "--out/NAME=VALUE/... (default:", 1)
+    parser.add_argument("--seeds", dest="seed", nargs="+", type=int, default=argparse.SUPPRESS,
+                        metavar="SEED", help="several seeds, one run each (same as --seed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -456,15 +596,21 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help=f"train a model ({', '.join(MODELS)})", description=_train_description(),
         epilog="examples:\n"
                "  wtc train --model wtc-vae --gamma 10 --steps 2000 --out runs/wtc\n"
-               "  wtc train --config runs/wtc/config.json --out runs/wtc --resume --steps 4000")
+               "  wtc train --config runs/wtc/config.json --out runs/wtc --resume --steps 4000\n"
+               "  wtc train --model wtc-vae --gamma 10 20 40 80 --seeds 1 11 42 73 89 "
+               "--steps 2000 --out runs/wtc20   # 20 runs, runs/wtc20/gamma=10/seed=1 ...")
     tr.add_argument("--config", default=None, metavar="CONFIG.json",
                     help="start from this TrainConfig JSON (e.g. a run's config.json); flags "
                          "given as well override its values")
     add_config_arguments(tr)  # one flag per TrainConfig field
+    _listed_flags(tr)
     _add_data_options(tr)
-    tr.add_argument("--out", required=True, help="the run's folder")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tr.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    tr.add_argument("--out", required=True,
+                    help="the run's folder (several runs: the folder of their folders)")
+    tr.add_argument("--resume", action="store_true", help="continue the run(s) in --out")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run(s) in --out")
+    tr.add_argument("--cuda-graph", action="store_true",
+                    help="capture the (stacked) training step as one CUDA graph (CUDA only)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar (--no-progress)")
     tr.set_defaults(run=_cmd_train)
 
@@ -513,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--jobs", type=int, default=None, help="local: runs at once (default 1)")
     sw.add_argument("--devices", nargs="+", default=None,
                     help="local: devices cycled over the jobs (default: every GPU, else cpu)")
+    sw.add_argument("--stack", type=int, default=None, metavar="N",
+                    help="the most runs of a cell (its strengths and seeds) a job trains as one "
+                         "stacked model (default: the spec's stack, else 1 on a CPU and up to 20 "
+                         "on CUDA, fewer when a local GPU's memory holds fewer at 1 GiB a run)")
     sw.add_argument("--threads", type=int, default=None,
                     help="CPU threads per job (default: local, the cores divided among the "
                          "jobs; slurm and ray, --cpus-per-job)")

@@ -1,10 +1,12 @@
 """Executors: where a sweep's jobs run. One interface, three engines - local processes, Slurm
-through submitit, Ray - all running the same job, :func:`wtc.experiments.jobs.run_job`.
+through submitit, Ray - all running the same job, :func:`wtc.experiments.jobs.run_group`, on a
+group of run folders (a stack trained as one model, or a single run).
 
     executor = make_executor(parse_executor({"name": "slurm", "partition": "gpu",
                                              "time": "04:00:00", "gpus_per_job": 1}), sweep_dir)
     todo = runs_to_submit(run_dirs, evaluation)     # never a run that is finished or alive
-    job_ids = executor.submit(todo, evaluation)     # records "submitted" in each job.json
+    groups = group_runs(todo, 20)                   # stacks of at most 20 runs
+    job_ids = executor.submit(groups, evaluation)   # one job per group; "submitted" per run
     executor.wait()                                 # local and Ray; Slurm returns at once
 
 The sweep never schedules a cluster itself: Slurm and Ray decide where and when jobs run, and
@@ -31,7 +33,7 @@ from wtc.experiments.jobs import (
     lock_held,
     note_requeue,
     read_job,
-    run_job,
+    run_group,
     update_job,
 )
 from wtc.experiments.spec import SpecError
@@ -225,14 +227,40 @@ def _record_submitted(run_dir, executor: str, job_id: str, submit_pid: int | Non
 
 # -- the executors ----------------------------------------------------------------------------
 
+def as_groups(items) -> list:
+    """Run folders or groups of them as groups: a folder alone is a group of one."""
+    return [[Path(item)] if isinstance(item, (str, os.PathLike)) else [Path(d) for d in item]
+            for item in items]
+
+
+def per_run(group, value) -> dict:
+    """One job's end as ``{run folder: outcome}``: its run_group outcomes (a failed run's as a
+    RuntimeError with its reason), or the exception the job ended with, for each of its runs."""
+    found = {o.get("run"): o for o in value if isinstance(o, dict)} \
+        if isinstance(value, list) else {}
+    out = {}
+    for run_dir in map(str, group):
+        outcome = found.get(run_dir)
+        if outcome is None:
+            out[run_dir] = value if isinstance(value, BaseException) else RuntimeError(
+                "the job ended without an outcome for this run")
+        elif outcome.get("outcome") == "failed":
+            out[run_dir] = RuntimeError(outcome.get("reason") or "failed")
+        else:
+            out[run_dir] = outcome
+    return out
+
+
 class Executor(abc.ABC):
-    """Submits run folders as jobs that run :func:`run_job`; job states go to job.json."""
+    """Submits groups of run folders as jobs that run :func:`run_group`; job states go to each
+    run's job.json."""
 
     name = "executor"
 
     @abc.abstractmethod
-    def submit(self, run_dirs, evaluation: dict) -> list:
-        """Submit one job per run folder (each holding its config.json); the job ids."""
+    def submit(self, groups, evaluation: dict) -> list:
+        """Submit one job per group (a list of run folders, each holding its config.json, that
+        can stack; a bare folder is a group of one); the job ids, one per group."""
 
     @abc.abstractmethod
     def wait(self, timeout: float | None = None) -> dict:
@@ -246,7 +274,7 @@ def _thread_env(threads: int | None) -> dict:
 
 class LocalExecutor(Executor):
     """``jobs`` child processes at a time on this machine (``python -m wtc.experiments.jobs``),
-    GPUs shared out round-robin; each child's output goes to RUN/sweep.log."""
+    GPUs shared out round-robin; each child's output goes to its runs' RUN/sweep.log."""
 
     name = "local"
 
@@ -264,33 +292,37 @@ class LocalExecutor(Executor):
         self._count = 0
         self.stopping = False
 
-    def submit(self, run_dirs, evaluation: dict) -> list:
+    def submit(self, groups, evaluation: dict) -> list:
         ids = []
-        for run_dir in map(Path, run_dirs):
+        for group in as_groups(groups):
             job_id = f"{os.getpid()}-{self._count}"
             self._count += 1
-            _record_submitted(run_dir, self.name, job_id)
+            for run_dir in group:
+                _record_submitted(run_dir, self.name, job_id)
             slot = self._count - 1
-            t = threading.Thread(target=self._run, args=(run_dir, evaluation, job_id, slot),
+            t = threading.Thread(target=self._run, args=(group, evaluation, job_id, slot),
                                  daemon=True)
             t.start()
             self._threads.append(t)
             ids.append(job_id)
         return ids
 
-    def _run(self, run_dir: Path, evaluation: dict, job_id: str, slot: int) -> None:
+    def _run(self, group: list, evaluation: dict, job_id: str, slot: int) -> None:
         with self._slots:
             if self.stopping:
                 return
-            cmd = [sys.executable, "-m", "wtc.experiments.jobs", str(run_dir), "--evaluation",
-                   json.dumps(evaluation), "--executor", self.name, "--job-id", job_id,
-                   "--threads", str(self.threads)]
+            cmd = [sys.executable, "-m", "wtc.experiments.jobs", *map(str, group),
+                   "--evaluation", json.dumps(evaluation), "--executor", self.name,
+                   "--job-id", job_id, "--threads", str(self.threads)]
+            if len(group) > 1:
+                cmd += ["--tee", SWEEP_LOG]  # the child copies its output to every run's log
             env = {**os.environ, **_thread_env(self.threads)}
             if self.devices:
                 device = self.devices[slot % len(self.devices)]
                 if device.startswith("cuda:"):
                     env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
-            with open(run_dir / SWEEP_LOG, "a") as log:
+            # a file, not a pipe: a child orphaned by a killed sweep goes on writing its log
+            with open(group[0] / SWEEP_LOG, "a") as log:
                 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env,
                                         text=True)
                 with self._lock:
@@ -298,14 +330,20 @@ class LocalExecutor(Executor):
                 stdout, _ = proc.communicate()
                 with self._lock:
                     self._children.discard(proc)
-            lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode in (0, 3) and lines:
-                self._results[str(run_dir)] = json.loads(lines[-1])
-            else:
-                record = read_job(run_dir) or {}
-                self._results[str(run_dir)] = RuntimeError(
-                    record.get("reason") or f"job exited with {proc.returncode} "
-                                            f"(log: {run_dir / SWEEP_LOG})")
+            outcomes = []
+            for line in stdout.splitlines():
+                if line.startswith("{"):
+                    try:
+                        outcomes.append(json.loads(line))
+                    except ValueError:
+                        pass
+            for run_dir in map(str, group):
+                if not any(o.get("run") == run_dir for o in outcomes):
+                    record = read_job(run_dir) or {}
+                    outcomes.append({"run": run_dir, "outcome": "failed", "reason": record.get(
+                        "reason") or f"job exited with {proc.returncode} "
+                                      f"(log: {group[0] / SWEEP_LOG})"})
+            self._results.update(per_run(group, outcomes))
 
     def wait(self, timeout: float | None = None) -> dict:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -322,32 +360,33 @@ class LocalExecutor(Executor):
 
 
 class SubmititJob:
-    """The pickled callable a Slurm (or submitit-local) job runs. Its ``checkpoint`` is
-    submitit's protocol: on the time-limit/preemption signal the job requeues itself, and the
-    requeued job resumes the run from its last checkpoint.pt, step-exact, because run_job
-    always resumes (nothing but the run folder needs saving)."""
+    """The pickled callable a Slurm (or submitit-local) job runs, on a group of run folders. Its
+    ``checkpoint`` is submitit's protocol: on the time-limit/preemption signal the job requeues
+    itself, and the requeued job resumes the runs from their last checkpoint.pt, step-exact,
+    because run_group always resumes (nothing but the run folders needs saving)."""
 
-    def __init__(self, run_dir, evaluation: dict, threads: int | None = None,
+    def __init__(self, run_dirs, evaluation: dict, threads: int | None = None,
                  executor: str = "slurm"):
-        self.run_dir, self.evaluation = str(run_dir), dict(evaluation)
+        groups = as_groups([run_dirs])
+        self.run_dirs, self.evaluation = [str(d) for d in groups[0]], dict(evaluation)
         self.threads, self.executor = threads, executor
 
-    def __call__(self) -> dict:
+    def __call__(self) -> list:
         submitit = _import_submitit()
         os.environ.update(_thread_env(self.threads))
         job_id = submitit.JobEnvironment().job_id
-        return run_job(self.run_dir, self.evaluation, executor=self.executor, job_id=job_id,
-                       threads=self.threads)
+        return run_group(self.run_dirs, self.evaluation, executor=self.executor,
+                         job_id=job_id, threads=self.threads)
 
     def checkpoint(self, *args, **kwargs):
         submitit = _import_submitit()
-        note_requeue()  # run_job records "submitted (requeued)" as the exit unwinds it
+        note_requeue()  # run_group records "submitted (requeued)" as the exit unwinds it
         return submitit.helpers.DelayedSubmission(
-            SubmititJob(self.run_dir, self.evaluation, self.threads, self.executor))
+            SubmititJob(self.run_dirs, self.evaluation, self.threads, self.executor))
 
 
 class SlurmExecutor(Executor):
-    """Slurm job arrays through submitit: one array task per run, at most
+    """Slurm job arrays through submitit: one array task per group of runs, at most
     ``array_parallelism`` at once. ``submit`` returns once Slurm has the jobs; ``wait`` is for
     scripts and tests. ``cluster="local"`` runs the same pickled jobs as local processes
     (submitit's LocalExecutor), which is how the tests exercise this path without Slurm."""
@@ -384,55 +423,59 @@ class SlurmExecutor(Executor):
         if setup:
             params["slurm_setup"] = list(setup)
         self.executor.update_parameters(**params)
-        self.jobs: dict = {}
+        self.jobs: list = []  # (group, submitit job)
 
-    def submit(self, run_dirs, evaluation: dict) -> list:
-        run_dirs = [Path(d) for d in run_dirs]
-        if not run_dirs:
+    def submit(self, groups, evaluation: dict) -> list:
+        groups = as_groups(groups)
+        if not groups:
             return []
         executor = "slurm" if self.cluster == "slurm" else f"submitit-{self.cluster}"
-        calls = [SubmititJob(d, evaluation, self.threads, executor) for d in run_dirs]
+        calls = [SubmititJob(group, evaluation, self.threads, executor) for group in groups]
         if len(calls) == 1:
             jobs = [self.executor.submit(calls[0])]
         else:
-            with self.executor.batch():  # one sbatch --array for all runs
+            with self.executor.batch():  # one sbatch --array for all groups
                 jobs = [self.executor.submit(call) for call in calls]
-        for run_dir, job in zip(run_dirs, jobs):
+        for group, job in zip(groups, jobs):
             # submitit-local jobs die with their controller, whose pid is the job id
             pid = int(job.job_id) if executor == "submitit-local" else None
-            _record_submitted(run_dir, executor, job.job_id, submit_pid=pid)
-            self.jobs[str(run_dir)] = job
+            for run_dir in group:
+                _record_submitted(run_dir, executor, job.job_id, submit_pid=pid)
+            self.jobs.append((group, job))
         return [job.job_id for job in jobs]
 
     def wait(self, timeout: float | None = None) -> dict:
         deadline = None if timeout is None else time.monotonic() + timeout
         out = {}
-        for run_dir, job in self.jobs.items():
+        for group, job in self.jobs:
             while not job.done():
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job.job_id} ({run_dir}) still running")
+                    raise TimeoutError(f"job {job.job_id} ({group[0]}) still running")
                 time.sleep(0.5)
             try:
-                out[run_dir] = job.result()
+                value = job.result()
             except Exception as err:  # noqa: BLE001 - reported per run, the others go on
-                out[run_dir] = err
+                value = err
+            out.update(per_run(group, value))
         return out
 
 
-def _ray_job(run_dir: str, evaluation: dict, threads: int | None) -> dict:
+def _ray_job(run_dirs: list, evaluation: dict, threads: int | None) -> list:
     import ray
 
     os.environ.update(_thread_env(threads))
     job_id = ray.get_runtime_context().get_task_id()
-    return run_job(run_dir, evaluation, executor="ray", job_id=job_id, threads=threads)
+    return run_group(run_dirs, evaluation, executor="ray", job_id=job_id, threads=threads)
 
 
 class RayExecutor(Executor):
-    """One Ray task per run with ``cpus_per_job``/``gpus_per_job`` resources, retried up to
-    ``max_retries`` times when its worker dies (and on exceptions, with ``retry_exceptions``).
-    ``address``: ``"auto"`` or ``"ray://host:10001"`` for a running cluster (every node needs
-    wtc installed and the sweep folder mounted at the same path); ``None`` starts a local one
-    with ``num_cpus`` CPUs. Tasks are owned by this process: they end when it does."""
+    """One Ray task per group of runs with ``cpus_per_job``/``gpus_per_job`` resources, retried
+    up to ``max_retries`` times when its worker dies (and, with ``retry_exceptions``, on an
+    exception that escapes the job; a run that fails is recorded ``failed`` instead, and
+    retried by the next ``wtc sweep``). ``address``: ``"auto"`` or ``"ray://host:10001"`` for a
+    running cluster (every node needs wtc installed and the sweep folder mounted at the same
+    path); ``None`` starts a local one with ``num_cpus`` CPUs. Tasks are owned by this process:
+    they end when it does."""
 
     name = "ray"
 
@@ -451,25 +494,27 @@ class RayExecutor(Executor):
         self.task = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus_per_job,
                                max_retries=int(max_retries),
                                retry_exceptions=bool(retry_exceptions))(_ray_job)
-        self.refs: dict = {}
+        self.refs: list = []  # (group, object ref)
 
-    def submit(self, run_dirs, evaluation: dict) -> list:
+    def submit(self, groups, evaluation: dict) -> list:
         ids = []
-        for run_dir in map(Path, run_dirs):
-            ref = self.task.remote(str(run_dir), dict(evaluation), self.threads)
+        for group in as_groups(groups):
+            ref = self.task.remote([str(d) for d in group], dict(evaluation), self.threads)
             job_id = ref.task_id().hex()
-            _record_submitted(run_dir, self.name, job_id)
-            self.refs[str(run_dir)] = ref
+            for run_dir in group:
+                _record_submitted(run_dir, self.name, job_id)
+            self.refs.append((group, ref))
             ids.append(job_id)
         return ids
 
     def wait(self, timeout: float | None = None) -> dict:
         out = {}
-        for run_dir, ref in self.refs.items():
+        for group, ref in self.refs:
             try:
-                out[run_dir] = self.ray.get(ref, timeout=timeout)
+                value = self.ray.get(ref, timeout=timeout)
             except Exception as err:  # noqa: BLE001 - reported per run
-                out[run_dir] = err
+                value = err
+            out.update(per_run(group, value))
         return out
 
 

@@ -1,10 +1,15 @@
-"""What one job does on any executor (local processes, Slurm through submitit, Ray): lock the
-run folder, train the run from its ``config.json`` (resuming from its checkpoint), evaluate it,
-and record every step of that in the folder's ``job.json``.
+"""What one job does on any executor (local processes, Slurm through submitit, Ray): lock its
+run folders, train them - a group of runs that differ only in seed and strengths as one stacked
+model (:func:`wtc.train.train_runs`), resuming each from its checkpoint - evaluate each trained
+run, and record every step of that in each folder's ``job.json``.
 
-The run folder is the single source of truth: a job needs nothing but the folder's path and the
-evaluation settings, so any process on any node can pick a run up, and a requeued or resubmitted
-job continues where the last one stopped.
+The run folder is the single source of truth: a job needs nothing but the folders' paths and the
+evaluation settings, so any process on any node can pick runs up, and a requeued or resubmitted
+job continues where the last one stopped. A stack changes how fast runs train, never what a run
+folder holds: each keeps its own config.json, log, checkpoint, result and evaluation exactly as
+if trained alone, so ``wtc eval``, ``wtc sweep --status`` and ``wtc report`` see plain runs.
+:func:`group_runs` says which folders can share a job (:func:`can_stack`: equal configs but for
+the seed and the strengths) and splits them into stacks of at most N.
 
 ``job.json`` (written atomically; ``format`` = ``wtc-job-v1``) holds the run's latest state:
 
@@ -12,10 +17,15 @@ job continues where the last one stopped.
     submitted  executor, job_id, submitted (time), submit_host, submit_pid; requeued: true
                when a preempted/timed-out job put itself back in the queue
     running    host, pid, started (time), attempt (1, 2, ... one per start of the job),
-               resumed_from (the checkpoint's step, when it resumed one)
-    trained    train_seconds
+               stack (the number of runs the job works on), resumed_from (the checkpoint's
+               step, when it resumed one)
+    trained    train_seconds (the wall time of the training call: a stack's runs share it)
     evaluated  train_seconds, eval_seconds, finished (time)
-    failed     reason (one line), traceback (its last lines), failed (time)
+    failed     reason (one line), step (where training stopped, when known), traceback (its
+               last lines, when an exception was raised), failed (time)
+
+One run of a stack failing (a NaN loss, a bad config.json, its evaluation) is recorded as that
+run's ``failed``; the other runs go on to their evaluation.
 
 ``executor``, ``job_id``, ``submitted`` and ``attempt`` are kept from state to state (``host``,
 ``pid``, ``started`` from running on), and every record has ``updated``.
@@ -24,9 +34,10 @@ who is working on it and what went wrong.
 
 Locking (what it guarantees where)
 ----------------------------------
-A job holds ``fcntl.flock(RUN/.lock, LOCK_EX)`` for as long as it works on the run, and takes it
-without blocking: a job that finds the lock held gives up with the outcome ``busy`` after a
-short grace period, so a run is never trained by two processes at once. The kernel drops the
+A job holds ``fcntl.flock(RUN/.lock, LOCK_EX)`` on each of its runs for as long as it works on
+them, and takes it without blocking: a run whose lock stays held for a short grace period is
+left alone with the outcome ``busy`` (the job goes on with the others), so a run is never
+trained by two processes at once. The kernel drops the
 lock when the holder exits, however it exits (SIGKILL included), so a lock is never stale.
 
 - Local file systems: exclusive between all processes of the machine.
@@ -72,7 +83,7 @@ STATES = ("pending", "submitted", "running", "trained", "evaluated", "failed")
 # Fields that identify the job working on a run; kept from one state to the next (where it
 # ran only until the run is submitted again).
 _KEPT = ("executor", "job_id", "submitted", "attempt")
-_WHERE = ("host", "pid", "started", "resumed_from")
+_WHERE = ("host", "pid", "started", "resumed_from", "stack")
 
 
 class RunBusy(RuntimeError):
@@ -238,6 +249,73 @@ def is_finished(run_dir, evaluation: dict) -> bool:
     return is_trained(run_dir) and eval_complete(run_dir, evaluation)
 
 
+# -- stacks -----------------------------------------------------------------------------------
+
+def stacked_fields() -> list:
+    """The TrainConfig fields that may differ between the runs of one stack: the seed and every
+    registered model's strengths (beta, gamma). Everything else - model, data, steps, batch,
+    learning rate, device - is shared by the stacked model."""
+    from wtc.models import MODELS
+
+    return ["seed"] + sorted({name for defaults in MODELS.values() for name in defaults})
+
+
+def stack_key(config) -> str:
+    """What must be equal for two configs to train in one stack (their JSON less the stacked
+    fields), as one comparable string."""
+    values = config.to_json()
+    for name in stacked_fields():
+        values.pop(name, None)
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def can_stack(configs) -> str | None:
+    """None when ``configs`` can train as one stacked model (wtc.train.train_runs), else why
+    not: the first field that differs, naming the fields that may."""
+    configs = list(configs)
+    first = configs[0].to_json() if configs else {}
+    free = stacked_fields()
+    for config in configs[1:]:
+        values = config.to_json()
+        for name, value in values.items():
+            if name not in free and json.dumps(value, sort_keys=True, default=str) != \
+                    json.dumps(first.get(name), sort_keys=True, default=str):
+                return (f"the runs differ in {name} ({first.get(name)!r} and {value!r}); only "
+                        f"{', '.join(free)} may differ within a stack")
+    return None
+
+
+def stacks(configs, size: int | None = None) -> list:
+    """``configs`` split into stacks: lists of indices, each of configs that can stack (equal
+    :func:`stack_key`), at most ``size`` long (None: no limit), in first-appearance order."""
+    if size is not None and int(size) < 1:
+        raise ValueError(f"a stack holds at least 1 run, got size {size}")
+    by_key: dict = {}
+    for i, config in enumerate(configs):
+        by_key.setdefault(stack_key(config), []).append(i)
+    out = []
+    for indices in by_key.values():
+        step = int(size) if size else len(indices)
+        out.extend(indices[k:k + step] for k in range(0, len(indices), step))
+    return out
+
+
+def group_runs(run_dirs, size: int | None = None) -> list:
+    """Run folders grouped into stacks of at most ``size`` by their config.json (see
+    :func:`stacks`); a folder whose config cannot be read is a group of its own (its job
+    reports why)."""
+    run_dirs = [Path(d) for d in run_dirs]
+    readable, alone = [], []
+    for d in run_dirs:
+        try:
+            readable.append((d, read_config(d)))
+        except (OSError, TypeError, ValueError):
+            alone.append([d])
+    groups = [[readable[i][0] for i in part] for part in
+              stacks([config for _, config in readable], size)]
+    return groups + alone
+
+
 # -- the job ----------------------------------------------------------------------------------
 
 # Set by an executor's preemption handler (submitit's checkpoint()) in this process: the
@@ -254,82 +332,152 @@ def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def run_job(run_dir, evaluation: dict, *, executor: str | None = None,
-            job_id: str | None = None, threads: int | None = None, device: str | None = None,
-            wait: float = 30.0) -> dict:
-    """Train (or resume) and evaluate one run folder; what every executor's job calls.
+def run_group(run_dirs, evaluation: dict, *, executor: str | None = None,
+              job_id: str | None = None, threads: int | None = None, device: str | None = None,
+              wait: float = 30.0, cuda_graph: bool = False) -> list:
+    """Train (or resume) a group of run folders as one stack, then evaluate each; what every
+    executor's job calls. A group of one is a plain run.
 
     ``evaluation``: ``{"protocol", "metrics", "repeats", "sizes"}`` as for
-    :func:`wtc.metrics.evaluate`. Returns ``{"run", "outcome", "trained", "evaluated", ...}``
-    with outcome ``evaluated`` (the run is finished; ``trained``/``evaluated`` say whether this
-    job did that work) or ``busy`` (another process holds the run's lock; nothing was done).
-    Raises on failure after recording it in job.json."""
+    :func:`wtc.metrics.evaluate`. Returns one outcome per run folder, in order:
+    ``{"run", "outcome", "trained", "evaluated", ...}`` with outcome ``evaluated`` (finished;
+    ``trained``/``evaluated`` say whether this job did that work), ``busy`` (another process
+    holds its lock; nothing was done to it) or ``failed`` (``reason``, ``step``; recorded in its
+    job.json, while the others go on). An interruption (Ctrl-C, SIGTERM, a preemption's
+    SystemExit) is recorded for every unfinished run and raised."""
     global _requeued
     from wtc.plugins import load_plugins
 
     load_plugins()  # a job on another process or node sees the user's models, metrics, data
-    run_dir = Path(run_dir)
-    out = {"run": str(run_dir), "trained": False, "evaluated": False}
+    run_dirs = [Path(d) for d in run_dirs]
+    outcomes = {d: {"run": str(d), "trained": False, "evaluated": False} for d in run_dirs}
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
-    lock = RunLock(run_dir)
-    try:
-        lock.acquire(wait)
-    except RunBusy as err:
-        return {**out, "outcome": "busy", "reason": str(err)}
+    locks = {}
+    deadline = time.monotonic() + wait  # one grace period for the whole group
+    for d in run_dirs:
+        try:
+            locks[d] = RunLock(d).acquire(max(0.0, deadline - time.monotonic()))
+        except RunBusy as err:
+            outcomes[d].update(outcome="busy", reason=str(err))
+    unsettled = list(locks)  # locked runs whose outcome is not decided yet
+
+    def fail(d, reason, step=None, trace=None):
+        update_job(d, "failed", reason=reason, step=step,
+                   traceback=trace if trace is not None else "", failed=_now())
+        outcomes[d].update(outcome="failed", reason=reason, step=step)
+        unsettled.remove(d)
+
     try:
         _requeued = False
-        previous = read_job(run_dir) or {}
+        previous = {d: read_job(d) or {} for d in locks}
         identity = {}
         if executor:
             identity["executor"] = executor
         if job_id:
             identity["job_id"] = str(job_id)
-        update_job(run_dir, "running", host=socket.gethostname(), pid=os.getpid(),
-                   started=_now(), attempt=int(previous.get("attempt", 0)) + 1,
-                   resumed_from=None, **identity)
-        config = read_config(run_dir)
-        if device:
-            config.device = device
-        train_seconds = float(previous.get("train_seconds", 0.0))
-        if not is_trained(run_dir, config.steps):
-            from wtc.train import Trainer
+        for d in locks:
+            update_job(d, "running", host=socket.gethostname(), pid=os.getpid(),
+                       started=_now(), attempt=int(previous[d].get("attempt", 0)) + 1,
+                       resumed_from=None, stack=len(locks), **identity)
+        configs, todo = {}, []
+        for d in list(unsettled):
+            try:  # one run's bad config.json fails that run, not its stack
+                config = read_config(d)
+                if device:
+                    config.device = device
+                config.validate()
+            except Exception as err:  # noqa: BLE001 - any error of one run is its failure
+                fail(d, f"{type(err).__name__}: {err}".splitlines()[0],
+                     trace=_tail(traceback.format_exc()))
+                continue
+            configs[d] = config
+            if not is_trained(d, config.steps):
+                todo.append(d)
+        train_seconds = {d: float(previous[d].get("train_seconds", 0.0)) for d in configs}
+        for part in stacks([configs[d] for d in todo]):  # one part unless a config was edited
+            runs = [todo[i] for i in part]
+            for d in runs:
+                step = checkpoint_step(d)
+                if step is not None:
+                    update_job(d, "running", resumed_from=step)
+            t0 = time.perf_counter()
+            from wtc.train import train_runs
 
-            t0 = time.perf_counter()
-            resume = (run_dir / CHECKPOINT).exists()
-            # no checkpoint: new, or killed before its first one; nothing to keep (the
-            # sweep's config.json is rewritten unchanged)
-            trainer = Trainer(config, run_dir, resume=resume, overwrite=not resume)
-            if trainer.resume_state is not None:
-                update_job(run_dir, "running", resumed_from=int(trainer.resume_state["step"]))
-            trainer.run()
-            train_seconds = time.perf_counter() - t0
-            out["trained"] = True
-        update_job(run_dir, "trained", train_seconds=train_seconds)
-        eval_seconds = float(previous.get("eval_seconds", 0.0))
-        if not eval_complete(run_dir, evaluation):
-            t0 = time.perf_counter()
-            write_json_atomic(evaluate_run(run_dir, evaluation, device), run_dir / EVAL)
-            eval_seconds = time.perf_counter() - t0
-            out["evaluated"] = True
-        update_job(run_dir, "evaluated", train_seconds=train_seconds, eval_seconds=eval_seconds,
-                   finished=_now())
-        return {**out, "outcome": "evaluated", "train_seconds": train_seconds,
-                "eval_seconds": eval_seconds}
+            # resume=True for every run: it continues a checkpoint, and a run without one
+            # (new, or killed before its first) starts from step 0 in its own folder
+            results = train_runs([configs[d] for d in runs], runs, resume=True,
+                                 cuda_graph=cuda_graph)
+            seconds = time.perf_counter() - t0  # the stack's wall time, shared by its runs
+            for d, result in zip(runs, results, strict=True):
+                if result.get("status") == "trained":
+                    train_seconds[d] = seconds
+                    outcomes[d]["trained"] = True
+                else:
+                    fail(d, str(result.get("reason") or "training failed"), result.get("step"))
+        for d in list(unsettled):
+            update_job(d, "trained", train_seconds=train_seconds[d])
+            eval_seconds = float(previous[d].get("eval_seconds", 0.0))
+            if not eval_complete(d, evaluation):
+                t0 = time.perf_counter()
+                try:
+                    write_json_atomic(evaluate_run(d, evaluation, device), d / EVAL)
+                except Exception as err:  # noqa: BLE001 - this run failed, the rest go on
+                    fail(d, f"evaluation: {type(err).__name__}: {err}".splitlines()[0],
+                         trace=_tail(traceback.format_exc()))
+                    continue
+                eval_seconds = time.perf_counter() - t0
+                outcomes[d]["evaluated"] = True
+            update_job(d, "evaluated", train_seconds=train_seconds[d],
+                       eval_seconds=eval_seconds, finished=_now())
+            outcomes[d].update(outcome="evaluated", train_seconds=train_seconds[d],
+                               eval_seconds=eval_seconds)
+            unsettled.remove(d)
+        return [outcomes[d] for d in run_dirs]
     except BaseException as err:
-        if _requeued:  # preempted or timed out: the executor puts the job back in the queue
-            update_job(run_dir, "submitted", requeued=True)
-        else:
-            reason = (f"interrupted ({type(err).__name__})"
-                      if isinstance(err, (KeyboardInterrupt, SystemExit))
-                      else f"{type(err).__name__}: {err}".splitlines()[0])
-            update_job(run_dir, "failed", reason=reason,
-                       traceback=_tail(traceback.format_exc()), failed=_now())
+        for d in unsettled:
+            if _requeued:  # preempted or timed out: the executor puts the job back in the queue
+                update_job(d, "submitted", requeued=True)
+            else:
+                reason = (f"interrupted ({type(err).__name__})"
+                          if isinstance(err, (KeyboardInterrupt, SystemExit))
+                          else f"{type(err).__name__}: {err}".splitlines()[0])
+                update_job(d, "failed", reason=reason, step=None,
+                           traceback=_tail(traceback.format_exc()), failed=_now())
         raise
     finally:
-        lock.release()
+        for lock in locks.values():
+            lock.release()
+
+
+class RunFailed(RuntimeError):
+    """A run of :func:`run_job` failed; its job.json holds the reason and traceback."""
+
+
+def run_job(run_dir, evaluation: dict, **kwargs) -> dict:
+    """:func:`run_group` of one run folder: its outcome (``evaluated`` or ``busy``), or
+    :class:`RunFailed` with the reason job.json records."""
+    out = run_group([run_dir], evaluation, **kwargs)[0]
+    if out["outcome"] == "failed":
+        raise RunFailed(out["reason"])
+    return out
+
+
+def checkpoint_step(run_dir) -> int | None:
+    """The step of the run's checkpoint.pt, or None (none, or unreadable: training says why).
+    Memory-mapped, so only the step is read."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        import torch
+
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("step")
+    except Exception:  # noqa: BLE001 - a damaged checkpoint is the trainer's to report
+        return None
+    return step if isinstance(step, int) else None
 
 
 def evaluate_run(run_dir, evaluation: dict, device: str | None = None) -> dict:
@@ -357,29 +505,61 @@ def evaluate_run(run_dir, evaluation: dict, device: str | None = None) -> dict:
     return result
 
 
+class _Tee:
+    """stderr copied into further files: a stack's job writes its output into every one of its
+    runs' sweep.log (the executor sends the process's own stderr to the first run's)."""
+
+    def __init__(self, stream, paths):
+        self.stream = stream
+        self.files = [open(p, "a") for p in paths]
+
+    def write(self, text):
+        for f in self.files:
+            f.write(text)
+            f.flush()
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv=None) -> int:
-    """``python -m wtc.experiments.jobs RUN --evaluation JSON``: one job as its own process
-    (what LocalExecutor starts). Prints the outcome as one JSON line; exit 0 when the run is
-    finished, 3 when another process holds it, 1 on failure (recorded in job.json)."""
+    """``python -m wtc.experiments.jobs RUN [RUN ...] --evaluation JSON``: one job (a run, or a
+    stack of runs) as its own process (what LocalExecutor starts). Prints each run's outcome as
+    one JSON line; exit 0 when every run is finished, 1 when any failed (recorded in its
+    job.json), else 3 (another process holds a run)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m wtc.experiments.jobs")
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dirs", nargs="+", metavar="run_dir")
     parser.add_argument("--evaluation", default="{}", help="JSON: protocol, metrics, repeats, "
                         "sizes")
     parser.add_argument("--executor", default=None)
     parser.add_argument("--job-id", default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--cuda-graph", action="store_true")
+    parser.add_argument("--tee", default=None, metavar="NAME",
+                        help="also write stderr to RUN/NAME of every run after the first")
     args = parser.parse_args(argv)
+    if args.tee and len(args.run_dirs) > 1:
+        sys.stderr = _Tee(sys.stderr, [Path(d) / args.tee for d in args.run_dirs[1:]])
     try:
-        out = run_job(args.run_dir, json.loads(args.evaluation), executor=args.executor,
-                      job_id=args.job_id, threads=args.threads, device=args.device)
+        outs = run_group(args.run_dirs, json.loads(args.evaluation), executor=args.executor,
+                         job_id=args.job_id, threads=args.threads, device=args.device,
+                         cuda_graph=args.cuda_graph)
     except Exception:
         traceback.print_exc()
         return 1
-    print(json.dumps(out), flush=True)
-    return 0 if out["outcome"] == "evaluated" else 3
+    for out in outs:
+        if out["outcome"] == "failed":
+            print(f"FAILED {out['run']}: {out['reason']}", file=sys.stderr)
+        print(json.dumps(out), flush=True)
+    kinds = {out["outcome"] for out in outs}
+    return 1 if "failed" in kinds else 0 if kinds == {"evaluated"} else 3
 
 
 if __name__ == "__main__":

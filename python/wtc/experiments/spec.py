@@ -7,6 +7,7 @@ preset with ``preset = "mini"`` and override any key.
     models = ["beta-vae", "wtc-vae"]
     seeds = [1, 11]
     steps = 2000
+    stack = 4              # runs of a cell trained as one stacked model (default: what fits)
 
     [strengths]            # the swept strength of each model (beta or gamma, see SWEPT)
     wtc-vae = [10, 40]
@@ -85,6 +86,9 @@ class SweepSpec:
     # where the jobs run: name (local, slurm, ray) and that executor's options, see
     # wtc.experiments.executors.parse_executor; the command line's --executor options go over it
     executor: dict = field(default_factory=dict)
+    # the most runs of a cell (strengths x seeds) a job trains as one stacked model; None: what
+    # fits (wtc.experiments.sweep.default_stack). Speed only: the runs' results are the same.
+    stack: int | None = None
     eval: EvalSpec = field(default_factory=EvalSpec)
 
     def to_json(self) -> dict:
@@ -165,6 +169,10 @@ class SweepSpec:
         if not _finite_number(self.lr) or not self.lr > 0:
             raise SpecError(f"lr must be a finite number > 0, got {self.lr!r}")
         self._validate_train_fields()
+        if self.stack is not None and (not isinstance(self.stack, int)
+                                       or isinstance(self.stack, bool) or self.stack < 1):
+            raise SpecError(f"stack must be an integer >= 1 (runs a job trains as one model), "
+                            f"got {self.stack!r}")
         if not isinstance(self.executor, dict):
             raise SpecError(f"executor must be a table, got {self.executor!r}")
         from wtc.experiments.executors import parse_executor

@@ -1,12 +1,19 @@
-"""`wtc sweep`: every (data set, model, strength, seed) of a spec as its own job, on this
-machine, on Slurm (submitit) or on Ray, resumable.
+"""`wtc sweep`: every (data set, model, strength, seed) of a spec trained and evaluated on this
+machine, on Slurm (submitit) or on Ray, resumable; the runs of one cell (a data set, model and
+[axes] setting: its strengths and seeds) train together as stacked models, ``stack`` runs a job.
 
 A sweep folder holds ``sweep.json`` (the spec; a folder never mixes two specs) and one run
 folder per run, ``DATA/MODEL/STRENGTH=VALUE/seed=SEED`` (with ``/FIELD=VALUE`` before the seed for
 each of the spec's ``[axes]``). The sweep writes each run's full TrainConfig to
 ``RUN/config.json`` before submitting anything; every executor's job is then the same
-:func:`wtc.experiments.jobs.run_job` on the run folder: lock it, train or resume it from that
-file, evaluate it, and record its state in ``RUN/job.json``. A run is skipped when its training
+:func:`wtc.experiments.jobs.run_group` on a group of run folders: lock them, train or resume
+them from those files as one stacked model, evaluate each, and record each run's state in its
+``RUN/job.json``.
+
+How many runs a job stacks: the spec's ``stack`` (``wtc sweep --stack N``), else
+:func:`default_stack`: 1 on a CPU, where a stacked step costs about as much as its runs one
+after another; on CUDA, all the runs of a cell up to :data:`STACK_CAP`, fewer when the memory
+of a local GPU (shared by the jobs on it) holds fewer at :data:`RUN_GPU_BYTES` a run. A run is skipped when its training
 and its evaluation are both complete, only evaluated when training is, and resumed from its
 checkpoint when training stopped part-way, so killing and restarting a sweep loses at most the
 steps since each run's last checkpoint. A run whose lock another process holds (a killed
@@ -27,6 +34,7 @@ from wtc.experiments.jobs import (
     JOB_LOCK,
     eval_complete,
     expected_evaluation,
+    group_runs,
     is_finished,
     is_trained,
     lock_held,
@@ -46,6 +54,12 @@ from wtc.runfiles import (
 
 SWEEP_FILE = "sweep.json"
 FORMAT = "wtc-sweep-v1"
+# The most runs a job stacks by default on CUDA: the paper's cell, 4 strengths x 5 seeds.
+STACK_CAP = 20
+# A generous bound on one run's GPU memory at the paper's sizes (batch 64, 64x64 images, table
+# 3's networks): weights, gradients and Adam's moments are under 0.1 GB even with FactorVAE's
+# 6 x 1000 discriminator, the activations of a step a few hundred MB at most.
+RUN_GPU_BYTES = 1 << 30
 
 
 class SweepError(RuntimeError):
@@ -125,7 +139,7 @@ def write_run_config(spec: SweepSpec, run: Run, run_dir: Path, device: str) -> P
 
 
 def evaluation_of(spec: SweepSpec) -> dict:
-    """The spec's evaluation as every executor's job takes it (:func:`jobs.run_job`)."""
+    """The spec's evaluation as every executor's job takes it (:func:`jobs.run_group`)."""
     ev = spec.eval
     return {"protocol": ev.protocol, "metrics": list(ev.metrics), "repeats": ev.repeats,
             "sizes": dict(ev.sizes)}
@@ -174,6 +188,31 @@ def default_devices() -> list:
     return ["cpu"]
 
 
+def default_stack(device: str, name: str = "local", jobs: int = 1,
+                  devices: list | None = None) -> int:
+    """Runs per job when neither the spec nor the command line says: 1 on a CPU; on CUDA
+    :data:`STACK_CAP`, or fewer when a local GPU's memory, shared by the ``jobs`` running on it
+    at once, holds fewer at :data:`RUN_GPU_BYTES` a run. Slurm and Ray nodes cannot be
+    asked from here: they get the cap."""
+    if not str(device).startswith("cuda"):
+        return 1
+    if name != "local":
+        return STACK_CAP
+    import torch
+
+    if not torch.cuda.is_available():
+        return STACK_CAP
+    devices = [d for d in (devices or default_devices()) if str(d).startswith("cuda")] or \
+        ["cuda:0"]
+    memory = []
+    for d in dict.fromkeys(devices):
+        index = int(str(d).split(":")[1]) if ":" in str(d) else 0
+        # the device's memory, read without creating a CUDA context in the sweep's process
+        memory.append(torch.cuda.get_device_properties(index).total_memory)
+    per_device = -(-max(1, int(jobs)) // len(memory))  # jobs sharing one GPU at once
+    return max(1, min(STACK_CAP, int(min(memory) // per_device // RUN_GPU_BYTES)))
+
+
 def prepare(spec: SweepSpec, out: Path) -> None:
     """Record the spec in ``out`` or check it is the one already there; load every data set
     once (a missing file fails here, before anything runs; procedural sets get cached)."""
@@ -194,9 +233,10 @@ def prepare(spec: SweepSpec, out: Path) -> None:
             old = spec_from_json(saved["spec"]).to_json()
         except (TypeError, KeyError, AttributeError):  # a damaged record: compare as written
             old = saved["spec"]
-        # [executor] says where jobs run, not what they compute: it may change between runs
+        # [executor] and stack say where and how fast jobs run, not what they compute: they
+        # may change between runs
         diffs = sorted(k for k in set(old) | set(current)
-                       if k != "executor" and old.get(k) != current.get(k))
+                       if k not in ("executor", "stack") and old.get(k) != current.get(k))
         if diffs:
             raise SweepError(f"{out} holds a sweep of another spec (it differs in "
                              f"{', '.join(diffs)}); use another --out, or the spec recorded "
@@ -316,14 +356,16 @@ def _failure(run_dir: Path, outcome) -> str:
 
 
 def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | None = None,
-              threads: int | None = None, echo=print, executor: dict | None = None
-              ) -> SweepResult:
+              threads: int | None = None, echo=print, executor: dict | None = None,
+              stack: int | None = None) -> SweepResult:
     """Train and evaluate every run of ``spec`` under ``out`` through an executor.
 
     ``executor``: the command line's executor options (``name``: local, slurm or ray, and that
     executor's keys) over the spec's ``[executor]`` table. ``jobs``: local runs at once.
     ``devices``: what the runs train on (local: cycled over the jobs; default every GPU, else
-    the CPU). ``threads``: CPU threads per job. Every run's config.json is written and the
+    the CPU). ``threads``: CPU threads per job. ``stack``: the most runs of a cell a job trains
+    as one stacked model (over the spec's ``stack``; default :func:`default_stack`). Every
+    run's config.json is written and the
     executor's options checked before anything is submitted; only runs neither finished nor
     worked on by another process are submitted. Local and Ray: returns when every run has
     ended (waiting for runs other processes work on); Slurm: once the jobs are submitted."""
@@ -347,11 +389,17 @@ def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | Non
             (pick_device if name == "local" else parse_device)(str(d))
         except ValueError as err:
             raise SweepError(f"--devices: {err}") from None
+    if stack is not None and (isinstance(stack, bool) or int(stack) < 1):
+        raise SweepError(f"--stack must be an integer >= 1 (runs trained as one model), got "
+                         f"{stack}")
     device = _config_device(name, table, devices)
     config = parse_executor(table, device=device)  # SpecError: before anything is written
+    local_devices = None
     if name == "local":
         local_devices = list(devices) if devices else default_devices()
         config = ExecutorConfig(name, {**config.options, "devices": local_devices})
+    size = int(stack or spec.stack or default_stack(device, name, table.get("jobs", 1),
+                                                    local_devices))
     prepare(spec, out)
     runs = expand(spec)
     evaluation = evaluation_of(spec)
@@ -372,7 +420,8 @@ def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | Non
     for state in states.values():
         counts[state] = counts.get(state, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    echo(f"sweep {spec.name}: {len(runs)} runs ({summary}) on {name} -> {out}")
+    stacking = f", up to {size} runs a job" if size > 1 else ""
+    echo(f"sweep {spec.name}: {len(runs)} runs ({summary}) on {name}{stacking} -> {out}")
 
     def line(text):
         done = len(result.skipped) + len(result.finished) + len(result.failed)
@@ -391,9 +440,10 @@ def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | Non
         todo = {str(d) for d in runs_to_submit([dirs[r.id] for r in remaining], evaluation)}
         submit = [r for r in remaining if str(dirs[r.id]) in todo]
         ex = make_executor(config, out, threads=threads, echo=echo)
-        ids = ex.submit([dirs[r.id] for r in submit], evaluation)
-        result.submitted = {r.id: i for r, i in zip(submit, ids)}
-        echo(f"sweep {spec.name}: submitted {len(submit)} run(s) to Slurm, job ids "
+        result.submitted = _submit(ex, submit, dirs, evaluation, size)
+        ids = list(dict.fromkeys(result.submitted.values()))
+        echo(f"sweep {spec.name}: submitted {len(submit)} run(s){_in_jobs(submit, ids)} to "
+             f"Slurm, job ids "
              f"{' '.join(ids) or '-'}; {len(remaining) - len(submit)} running or queued "
              f"already, {len(result.skipped)} done before. Progress: wtc sweep --status {out}")
         return result
@@ -425,9 +475,11 @@ def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | Non
                          "job?); waiting for it")
             if batch:
                 ex = make_executor(config, out, threads=threads, echo=echo)
-                ids = ex.submit([dirs[r.id] for r in batch], evaluation)
-                result.submitted.update({r.id: i for r, i in zip(batch, ids)})
-                echo(f"submitted {len(batch)} run(s) to {name}: job ids {' '.join(ids)}")
+                submitted = _submit(ex, batch, dirs, evaluation, size)
+                result.submitted.update(submitted)
+                ids = list(dict.fromkeys(submitted.values()))
+                echo(f"submitted {len(batch)} run(s){_in_jobs(batch, ids)} to {name}: job ids "
+                     f"{' '.join(ids)}")
                 outcomes = _wait(ex, len(batch))
                 for r in batch:
                     outcome = outcomes.get(str(dirs[r.id]),
@@ -457,6 +509,18 @@ def run_sweep(spec: SweepSpec, out, jobs: int | None = None, devices: list | Non
     for run_id, message in result.failed.items():
         echo(f"  FAILED {run_id}: {message}")
     return result
+
+
+def _submit(ex, runs: list, dirs: dict, evaluation: dict, size: int) -> dict:
+    """Submit ``runs`` as stacks of at most ``size``: {run id: its job's id}."""
+    groups = group_runs([dirs[r.id] for r in runs], size)
+    ids = ex.submit(groups, evaluation)
+    job_of = {str(d): job_id for group, job_id in zip(groups, ids) for d in group}
+    return {r.id: job_of[str(dirs[r.id])] for r in runs}
+
+
+def _in_jobs(runs: list, ids: list) -> str:
+    return f" in {len(ids)} stacked job(s)" if len(ids) < len(runs) else ""
 
 
 def _wait(ex, count: int) -> dict:
