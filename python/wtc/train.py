@@ -417,26 +417,40 @@ def _digest(obj, h) -> None:
         h.update(f"V{type(obj).__name__}:{obj!r}".encode())
 
 
-# Fields that may differ between the runs of one stack (each run has its own value).
-STACK_VARYING = ("seed", "beta", "gamma")
+def stacked_fields() -> list:
+    """The TrainConfig fields that may differ between the runs of one stack: the seed and every
+    registered model's strengths (beta, gamma). Everything else - model, data, steps, batch,
+    learning rate, device - is shared by the stacked model."""
+    return ["seed"] + sorted({name for defaults in models.MODELS.values() for name in defaults})
 
 
 def stack_key(config: TrainConfig) -> str:
-    """What runs must share to train as one stack: everything but their seed and strengths."""
-    values = {k: v for k, v in config.to_json().items() if k not in STACK_VARYING}
-    return json.dumps(values, sort_keys=True)
+    """What must be equal for two configs to train in one stack (their JSON less the stacked
+    fields), as one comparable string."""
+    values = config.to_json()
+    for name in stacked_fields():
+        values.pop(name, None)
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def can_stack(configs) -> str | None:
+    """None when ``configs`` can train as one stacked model, else why not: the first field that
+    differs, naming the fields that may."""
+    configs = list(configs)
+    first = configs[0].to_json() if configs else {}
+    free = stacked_fields()
+    for config in configs[1:]:
+        for name, value in config.to_json().items():
+            if name not in free and _plain(value) != _plain(first.get(name)):
+                return (f"the runs differ in {name} ({first.get(name)!r} and {value!r}); only "
+                        f"{', '.join(free)} may differ within a stack")
+    return None
 
 
 def check_stackable(configs) -> None:
-    """A ValueError naming the first field where a run differs from the first, if any does
-    (only seeds and strengths may differ within a stack)."""
-    first = configs[0].to_json()
-    for i, config in enumerate(configs[1:], 1):
-        for k, v in config.to_json().items():
-            if k not in STACK_VARYING and _plain(v) != _plain(first[k]):
-                raise ValueError(f"runs 0 and {i} cannot train as one stack: they differ in "
-                                 f"{k} ({first[k]!r} and {v!r}); only {', '.join(STACK_VARYING)} "
-                                 "may differ")
+    reason = can_stack(configs)
+    if reason is not None:
+        raise ValueError(f"these runs cannot train as one stack: {reason}")
 
 
 class BatchSampler:
@@ -1157,7 +1171,8 @@ def train_runs(configs, outs, *, resume: bool = False, overwrite: bool = False,
                 result = trainer.run()
                 results = [{"status": "trained", "result": result}] if len(part) == 1 \
                     else result
-            except TrainingError as err:
+            except (TrainingError, ValueError) as err:  # (cuda_graph on a CPU device: a
+                # ValueError) every run of the stack fails with the one reason
                 results = [{"status": "failed", "reason": _first_line(err),
                             "step": None}] * len(part)
             for (i, _), outcome in zip(part, results, strict=True):

@@ -78,6 +78,9 @@ from wtc.runfiles import (
     write_json_atomic,
 )
 
+# (the rule of what stacks - can_stack, stack_key, stacked_fields - lives beside the trainer)
+from wtc.train import can_stack, stack_key, stacked_fields  # noqa: F401
+
 FORMAT = "wtc-job-v1"
 STATES = ("pending", "submitted", "running", "trained", "evaluated", "failed")
 # Fields that identify the job working on a run; kept from one state to the next (where it
@@ -250,40 +253,6 @@ def is_finished(run_dir, evaluation: dict) -> bool:
 
 
 # -- stacks -----------------------------------------------------------------------------------
-
-def stacked_fields() -> list:
-    """The TrainConfig fields that may differ between the runs of one stack: the seed and every
-    registered model's strengths (beta, gamma). Everything else - model, data, steps, batch,
-    learning rate, device - is shared by the stacked model."""
-    from wtc.models import MODELS
-
-    return ["seed"] + sorted({name for defaults in MODELS.values() for name in defaults})
-
-
-def stack_key(config) -> str:
-    """What must be equal for two configs to train in one stack (their JSON less the stacked
-    fields), as one comparable string."""
-    values = config.to_json()
-    for name in stacked_fields():
-        values.pop(name, None)
-    return json.dumps(values, sort_keys=True, default=str)
-
-
-def can_stack(configs) -> str | None:
-    """None when ``configs`` can train as one stacked model (wtc.train.train_runs), else why
-    not: the first field that differs, naming the fields that may."""
-    configs = list(configs)
-    first = configs[0].to_json() if configs else {}
-    free = stacked_fields()
-    for config in configs[1:]:
-        values = config.to_json()
-        for name, value in values.items():
-            if name not in free and json.dumps(value, sort_keys=True, default=str) != \
-                    json.dumps(first.get(name), sort_keys=True, default=str):
-                return (f"the runs differ in {name} ({first.get(name)!r} and {value!r}); only "
-                        f"{', '.join(free)} may differ within a stack")
-    return None
-
 
 def stacks(configs, size: int | None = None) -> list:
     """``configs`` split into stacks: lists of indices, each of configs that can stack (equal
