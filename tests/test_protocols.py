@@ -1,0 +1,217 @@
+"""The evaluation protocols as the paper states them and as the WTC authors' code ran them, the
+strength grids of the paper's table 4, its figures and the authors' scripts, the presets built
+from them, and the report's statement of the setting its numbers come from."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from wtc.data.base import GroundTruthDataset
+from wtc.metrics import evaluate
+from wtc.metrics.evaluate import (
+    AUTHORS_ARGS,
+    PROTOCOLS,
+    authors_batch_sizes,
+    authors_sizes,
+    authors_votes_per_factor,
+    drawn_sizes,
+    protocol_settings,
+)
+from wtc.metrics.sampling import AuthorsSampler, NumpySampler
+
+# -- the authors' loop arithmetic --------------------------------------------------------------
+
+
+def test_batch_loop_compares_an_offset_with_a_batch_count():
+    # --eval-batches 200 of 64: offsets 0, 64, 128, 192 pass the "offset < 200" check
+    assert authors_batch_sizes(737_280, 64, 200) == [64] * 4
+    # a short data set ends the loop first, with a short last batch
+    assert authors_batch_sizes(100, 64, 200) == [64, 36]
+    assert authors_batch_sizes(64 * 2001, 64, 2001) == [64] * 32  # ceil(2001 / 64)
+    assert authors_batch_sizes(0, 64, 200) == []
+    for items, bs, nb in [(10**6, 64, 1), (10**6, 64, 64), (10**6, 64, 65), (10**6, 32, 1667)]:
+        assert len(authors_batch_sizes(items, bs, nb)) == math.ceil(nb / bs)
+
+
+@pytest.mark.parametrize("K, train, evaluation", [
+    (6, 27, 14),  # dSprites with its colour factor, Shapes3D
+    (5, 32, 16),  # dSprites without colour
+    (3, 53, 27),  # Cars3D
+    (4, 40, 20),
+])
+def test_votes_per_factor(K, train, evaluation):
+    assert authors_votes_per_factor(10_000, K) == train
+    assert authors_votes_per_factor(5_000, K) == evaluation
+    # the closed form of the loop: ceil((requested // K + 1) / 64)
+    for requested in (10_000, 5_000, 1, 63, 64 * K, 12_345):
+        assert authors_votes_per_factor(requested, K) == math.ceil((requested // K + 1) / 64)
+    sizes = authors_sizes(K)
+    assert sizes == {"num_train": 256, "num_test": 256, "variance_samples": 256,
+                     "votes_train": K * train, "votes_eval": K * evaluation}
+
+
+def test_authors_sizes_read_their_arguments_and_the_data_set_size():
+    assert AUTHORS_ARGS == {"batch_size": 64, "eval_batches": 200, "variance_batches": 200,
+                            "train_vote_batches": 10_000, "eval_vote_batches": 5_000}
+    assert authors_sizes(6, num_images=17_568)["num_train"] == 256
+    assert authors_sizes(6, num_images=100)["num_train"] == 100
+    assert authors_sizes(6, args={"eval_batches": 12_800})["num_train"] == 64 * 200
+    with pytest.raises(ValueError, match="num_factors must be >= 1"):
+        authors_votes_per_factor(10_000, 0)
+
+
+def test_protocol_settings_of_the_three_protocols():
+    assert set(PROTOCOLS) == {"paper", "authors", "dlib"}
+    assert protocol_settings("paper") == (50, {
+        "num_train": 12_800, "num_test": 5_000, "votes_train": 10_000, "votes_eval": 5_000,
+        "variance_samples": 12_800})
+    # the authors': sizes that do not depend on the data set, votes as the batches asked for
+    assert protocol_settings("authors") == (50, {
+        "num_train": 256, "num_test": 256, "votes_train": 10_000, "votes_eval": 5_000,
+        "variance_samples": 256})
+    assert PROTOCOLS["authors"]["seed_stride"] == 73 and PROTOCOLS["authors"]["balanced_votes"]
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        protocol_settings("author")
+
+
+class Grid(GroundTruthDataset):
+    """Observations are the factor classes scaled to [0, 1]; counts what is asked of it."""
+
+    name = "grid"
+    factor_names = ("a", "b", "c", "d", "e", "f")
+    factor_sizes = (2, 3, 4, 5, 6, 7)  # K = 6, 5,040 images
+
+    def __init__(self, factor_sizes=None):
+        if factor_sizes is not None:
+            self.factor_sizes = factor_sizes
+            self.factor_names = self.factor_names[:len(factor_sizes)]
+        self.observed = 0  # factor rows turned into observations (codes)
+        self.loaded = 0  # images loaded by index (the reconstruction error)
+
+    def _scaled(self, factors):
+        return torch.as_tensor(factors / (np.asarray(self.factor_sizes) - 1).clip(1),
+                               dtype=torch.float32)
+
+    def sample_observations_from_factors(self, factors, rng=None):
+        factors = self.check_factors(factors)
+        self.observed += len(factors)
+        return self._scaled(factors)
+
+    def batch(self, indices):
+        indices = np.asarray(indices)
+        self.loaded += len(indices)
+        return self._scaled(self.index_to_factors(indices))
+
+
+class Echo(torch.nn.Module):
+    """Codes are the observations, logits the codes: a model for counting, not for scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # the model's device is read from it
+        self.encoded = 0
+
+    def represent(self, x):
+        self.encoded += len(x)
+        return x.float()
+
+    def decoder(self, z):
+        return z
+
+
+@pytest.fixture
+def spy_sampler(monkeypatch):
+    """Record every draw the protocols' samplers make: (method, rows or votes, balanced)."""
+    calls = []
+    for cls in (NumpySampler, AuthorsSampler):
+        for name in ("code_factors", "vote_factors"):
+            original = cls.__dict__.get(name) or getattr(cls, name)
+
+            def spy(self, dataset, n, *args, _original=original, _name=name, _cls=cls, **kw):
+                if type(self) is _cls:
+                    out = _original(self, dataset, n, *args, **kw)
+                    if _name == "vote_factors":
+                        calls.append((_name, n, np.bincount(out[1], minlength=dataset.num_factors)
+                                      .tolist()))
+                    else:
+                        calls.append((_name, n))
+                    return out
+                return _original(self, dataset, n, *args, **kw)
+
+            monkeypatch.setattr(cls, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("sizes", [(2, 3, 4, 5, 6, 7), (3, 24, 183)])
+def test_an_authors_evaluation_draws_the_derived_samples_and_votes(sizes, spy_sampler):
+    ds, model = Grid(sizes), Echo()
+    K = len(sizes)
+    want = authors_sizes(K, len(ds))
+    metrics = ["mig", "modularity", "wdg", "factor_vae", "reconstruction"]
+    result = evaluate(model, ds, metrics=metrics, protocol="authors", repeats=2, seed=1,
+                      cache=False)
+    assert result["seeds"] == [1, 74]
+    assert result["sample_sizes"] == protocol_settings("authors")[1]
+    assert result["drawn_sizes"] == want
+    per_factor_train = authors_votes_per_factor(10_000, K)
+    per_factor_eval = authors_votes_per_factor(5_000, K)
+    # per repeat: one shared sample of 256 rows, then the train and evaluation votes, each
+    # exactly balanced over the factors
+    assert spy_sampler == 2 * [("code_factors", 256),
+                               ("vote_factors", K * per_factor_train, [per_factor_train] * K),
+                               ("vote_factors", K * per_factor_eval, [per_factor_eval] * K)]
+    # every observation encoded: shared sample + variance sample + 64 images a vote
+    per_repeat = 256 + 256 + 64 * K * (per_factor_train + per_factor_eval)
+    assert ds.observed == 2 * per_repeat
+    assert ds.loaded == 2 * 256  # the reconstruction error's images
+    assert model.encoded == ds.observed + ds.loaded
+    assert all(len(v["values"]) == 2 for v in result["metrics"].values())
+    assert result["metrics"]["factor_vae"]["mean"] == 1.0  # codes are the factors
+
+
+def test_the_paper_protocol_draws_its_stated_sizes(spy_sampler):
+    ds, model = Grid(), Echo()
+    result = evaluate(model, ds, metrics=["mig", "factor_vae", "reconstruction"],
+                      protocol="paper", repeats=1, scale=0.1, cache=False)
+    n = protocol_settings("paper", scale=0.1)[1]
+    assert result["drawn_sizes"] == result["sample_sizes"] == n
+    assert [c[:2] for c in spy_sampler] == [("code_factors", n["num_train"]),
+                                            ("vote_factors", n["votes_train"]),
+                                            ("vote_factors", n["votes_eval"])]
+    assert ds.observed == (n["num_train"] + n["variance_samples"]
+                           + 64 * (n["votes_train"] + n["votes_eval"]))
+    assert ds.loaded == n["num_test"]
+
+
+def test_authors_samples_are_distinct_images_and_only_they_change():
+    ds = Grid()
+    rows = AuthorsSampler(3).code_factors(ds, 256)
+    assert len(np.unique(ds.factors_to_index(rows))) == 256
+    # more rows than the grid: whole passes, each distinct
+    small = Grid((2, 3))
+    rows = AuthorsSampler(3).factors(small, 14)
+    idx = small.factors_to_index(rows)
+    assert sorted(idx[:6]) == list(range(6)) and sorted(idx[6:12]) == list(range(6))
+    # the votes are the numpy sampler's, draw for draw
+    a = AuthorsSampler(5).vote_factors(ds, 12, 64, balanced=True)
+    b = NumpySampler(5).vote_factors(ds, 12, 64, balanced=True)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_drawn_sizes_of_other_protocols_are_the_sizes():
+    ds = Grid((2, 3))
+    for protocol in ("paper", "dlib"):
+        n = protocol_settings(protocol)[1]
+        assert drawn_sizes(protocol, n, ds) == n
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        drawn_sizes("nope", {}, ds)
+
+
+def test_wtc_eval_takes_the_authors_protocol():
+    from wtc.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "run", "--protocol", "authors"])
+    assert args.protocol == "authors"
+    json.dumps(PROTOCOLS["authors"])  # eval.json and sweep.json record it as JSON
