@@ -215,3 +215,215 @@ def test_wtc_eval_takes_the_authors_protocol():
     args = build_parser().parse_args(["eval", "run", "--protocol", "authors"])
     assert args.protocol == "authors"
     json.dumps(PROTOCOLS["authors"])  # eval.json and sweep.json record it as JSON
+
+
+# -- strength grids ------------------------------------------------------------------------------
+
+TABLE4 = {"beta-vae": [1.0, 4.0, 8.0, 16.0], "factor-vae": [10.0, 20.0, 40.0, 80.0],
+          "beta-tcvae": [1.0, 4.0, 8.0, 16.0], "wtc-vae": [10.0, 20.0, 40.0, 80.0],
+          "wae": [1.0, 4.0, 8.0, 16.0], "wtc-wae": [10.0, 20.0, 40.0, 80.0]}
+
+
+def test_grids_of_the_paper_its_figures_and_the_authors_scripts():
+    from wtc.models import PAPER_STRENGTHS
+    from wtc.models.base import AUTHORS_STRENGTHS, FIGURE_STRENGTHS
+
+    paper = {m: PAPER_STRENGTHS[m] for m in TABLE4}
+    figure = {m: FIGURE_STRENGTHS[m] for m in TABLE4}
+    authors = {m: AUTHORS_STRENGTHS[m] for m in TABLE4}
+    assert paper == TABLE4
+    # section 5.4 and figures 3 and 7 sweep WTC-VAE alone over six values
+    assert figure == {**TABLE4, "wtc-vae": [1.0, 4.0, 10.0, 20.0, 40.0, 80.0]}
+    # run_training.sh: "wtc" gamma and "wtc_wae" beta (the WTC term's weight) in 1 4 8 16
+    assert authors == {**TABLE4, "wtc-vae": [1.0, 4.0, 8.0, 16.0],
+                       "wtc-wae": [1.0, 4.0, 8.0, 16.0]}
+
+
+def test_register_checks_the_declared_grids():
+    from wtc import models
+
+    class Base(models.BetaVAE):
+        defaults = {"beta": 2.0}  # noqa: RUF012
+        swept = "beta"
+        paper_grid = (1.0, 2.0)
+
+    try:
+        plain = models.register(type("PlainVAE", (Base,), {"name": "plain-vae"}))
+        from wtc.models.base import AUTHORS_STRENGTHS, FIGURE_STRENGTHS
+
+        assert FIGURE_STRENGTHS["plain-vae"] == AUTHORS_STRENGTHS["plain-vae"] == [1.0, 2.0]
+        assert plain.figure_grid is None  # paper_grid stands in
+        for bad in ((), (1.0, float("nan")), (-1.0,), ("4",), (True,)):
+            with pytest.raises(ValueError, match="figure_grid must be a non-empty tuple"):
+                models.register(type("BadVAE", (Base,), {"name": "bad-vae", "figure_grid": bad}))
+        with pytest.raises(ValueError, match="authors_grid must be"):
+            models.register(type("BadVAE", (Base,), {"name": "bad-vae", "authors_grid": ()}))
+    finally:
+        models.unregister("plain-vae")
+        models.unregister("bad-vae")
+
+
+# -- presets -------------------------------------------------------------------------------------
+
+def test_paper_preset_is_the_papers_figures_and_table():
+    from wtc.experiments import load_spec
+    from wtc.experiments.sweep import expand
+
+    spec = load_spec("paper")
+    assert {m: spec.strength_values(m) for m in spec.models} == {
+        **TABLE4, "wtc-vae": [1.0, 4.0, 10.0, 20.0, 40.0, 80.0]}
+    assert spec.table1_strengths == {"wtc-vae": TABLE4["wtc-vae"]}
+    assert spec.data == ["dsprites", "shapes3d", "cars3d"] and spec.seeds == [1, 11, 42, 73, 89]
+    assert (spec.steps, spec.batch_size, spec.lr, spec.train) == (300_000, 64, 1e-4, {})
+    assert spec.eval.protocol == "paper" and spec.eval.repeats is None
+    assert len(expand(spec)) == 3 * 5 * (5 * 4 + 6)
+
+
+def test_authors_preset_is_their_scripts():
+    from wtc.experiments import load_spec
+    from wtc.experiments.sweep import expand, run_config
+
+    spec = load_spec("authors")
+    assert spec.data == ["dsprites", "cars3d", "shapes3d"]
+    assert {m: spec.strength_values(m) for m in spec.models} == {
+        **TABLE4, "wtc-vae": [1.0, 4.0, 8.0, 16.0], "wtc-wae": [1.0, 4.0, 8.0, 16.0]}
+    assert spec.table1_strengths == {}
+    assert (spec.steps, spec.batch_size, spec.lr) == (300_000, 64, 1e-4)
+    assert spec.eval.protocol == "authors"
+    config = run_config(spec, next(r for r in expand(spec) if r.model == "beta-tcvae"))
+    assert (config.tcvae_objective, config.estimator, config.update_order, config.train_split,
+            config.data_order) == ("authors", "mws-authors", "authors", 0.9, "epochs")
+    assert config.adam_betas == (0.9, 0.999) and config.latent_dim == 10
+    wtc_wae = run_config(spec, next(r for r in expand(spec) if r.model == "wtc-wae"))
+    from wtc.models import MODELS
+
+    # the WTC term's weight swept; the other term at the model's 1 (their --gamma's default)
+    assert wtc_wae.gamma in (1.0, 4.0, 8.0, 16.0) and wtc_wae.beta is None
+    assert MODELS["wtc-wae"]["beta"] == 1.0
+    assert len(expand(spec)) == 3 * 6 * 4 * 5
+
+
+def test_celeba_preset_is_figure_4():
+    from wtc.experiments import load_spec
+    from wtc.experiments.sweep import expand, run_config
+
+    spec = load_spec("celeba")
+    (run,) = expand(spec)
+    config = run_config(spec, run)
+    assert (config.data, config.model, config.gamma, config.latent_dim) == (
+        "celeba", "wtc-vae", 40.0, 20)
+    assert (config.steps, config.batch_size, config.lr) == (300_000, 64, 1e-4)
+    # no factors on CelebA: the reconstruction error picks the run the report traverses
+    assert spec.eval.metrics == ["reconstruction"] and spec.eval.repeats == 1
+
+
+def test_table1_strengths_follow_a_files_strengths():
+    from wtc.experiments.spec import SpecError, from_dict
+
+    spec = from_dict({"preset": "paper", "strengths": {"wtc-vae": [10, 40]}})
+    assert spec.table1_strengths == {}  # picks among the file's values
+    spec = from_dict({"preset": "paper", "models": ["beta-vae"]})
+    assert spec.table1_strengths == {}
+    with pytest.raises(SpecError, match="table1_strengths.wtc-vae must be a non-empty list"):
+        from_dict({"preset": "paper", "table1_strengths": {"wtc-vae": [7]}})
+    with pytest.raises(SpecError, match="unknown model in"):
+        from_dict({"preset": "mini", "models": ["wae"], "table1_strengths": {"wtc-vae": [10]}})
+
+
+# -- the report's statement of its setting ------------------------------------------------------
+
+def _fake_sweep_with_configs(root, spec, score):
+    """sweep.json, and per run the config.json the sweep writes, result.json and eval.json."""
+    from wtc.experiments.sweep import FORMAT, expand, expected_eval, run_config
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.json").write_text(json.dumps({"format": FORMAT, "spec": spec.to_json()}))
+    expected = expected_eval(spec)
+    for run in expand(spec):
+        d = root / run.id
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(run_config(spec, run).to_json()))
+        (d / "result.json").write_text(json.dumps({"steps": spec.steps}))
+        values = score(run)
+        metrics = {m: {"mean": float(np.mean(v)), "std": 0.0, "values": v}
+                   for m, v in values.items()}
+        # what evaluate records on dSprites' grid (6 factors with colour)
+        drawn = drawn_sizes(expected["protocol"], expected["sample_sizes"],
+                            Grid((1, 3, 6, 40, 32, 32)))
+        (d / "eval.json").write_text(json.dumps({**expected, "drawn_sizes": drawn,
+                                                 "metrics": metrics}))
+
+
+def _score(run):
+    # WTC-VAE's gamma = 1 (a figure value, not table 4's) scores best by far
+    good = 0.99 if run.value == 1.0 else 0.5 + run.value / 1000
+    return {m: [good] for m in ("factor_vae", "wdg", "modularity", "mig")} | {
+        "reconstruction": [100.0 - good]}
+
+
+def test_report_of_the_papers_setting_marks_nothing(tmp_path):
+    from wtc.experiments import make_report
+    from wtc.experiments.spec import from_dict
+
+    spec = from_dict({"preset": "paper", "data": ["dsprites"], "models": ["beta-vae", "wtc-vae"]})
+    _fake_sweep_with_configs(tmp_path / "sweep", spec, _score)
+    report = make_report(tmp_path / "sweep", tmp_path / "report", echo=lambda *a: None)
+    lines = {ln.name: ln for ln in report["setting"]}
+    assert not [ln.name for ln in report["setting"] if ln.differs]
+    assert lines["evaluation protocol"].ours == "paper"
+    assert lines["steps"].ours == "300,000" and lines["lr"].ours == "0.0001"
+    assert lines["wtc-vae grid"].ours == ("gamma in (1, 4, 10, 20, 40, 80), table 1 from "
+                                          "(10, 20, 40, 80)")
+    assert "beta-tcvae estimator" not in lines  # no beta-tcvae run
+    # table 1 picks WTC-VAE's best among table 4's values; the figures show all six
+    rows = {r["model"]: r for r in report["table"]}
+    assert rows["wtc-vae"]["value"] == 80.0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert md.index("## Setting") < md.index("## Table 1")
+    assert "Every setting is the paper's." in md
+    assert "<h2>Setting</h2>" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_report_marks_every_deviation_of_the_authors_setting(tmp_path):
+    from wtc.experiments import make_report
+    from wtc.experiments.spec import from_dict
+
+    spec = from_dict({"preset": "authors", "data": ["dsprites-procedural"],
+                      "models": ["beta-tcvae", "wtc-vae"], "seeds": [1, 2], "steps": 10,
+                      "eval": {"repeats": 1}})
+    _fake_sweep_with_configs(tmp_path / "sweep", spec, _score)
+    echoed = []
+    report = make_report(tmp_path / "sweep", tmp_path / "report", echo=echoed.append)
+    lines = {ln.name: ln for ln in report["setting"]}
+    differs = {name for name, ln in lines.items() if ln.differs}
+    assert differs == {"data sets", "evaluation protocol", "evaluation repeats", "sample sizes",
+                       "samples and votes drawn", "steps", "update_order", "train_split",
+                       "data_order", "beta-tcvae tcvae_objective", "seeds per setting",
+                       "wtc-vae grid"}
+    assert lines["evaluation protocol"].ours == "authors"
+    assert lines["evaluation protocol"].paper == "paper (appendix D)"
+    assert lines["beta-tcvae estimator"].ours == "mws-authors" and not lines[
+        "beta-tcvae estimator"].differs
+    assert lines["wtc-vae grid"].ours == "gamma in (1, 4, 8, 16)"
+    assert lines["beta-tcvae grid"].ours == "beta in (1, 4, 8, 16)"
+    assert lines["seeds per setting"].ours == "2"
+    assert lines["steps"].ours == "10" and lines["steps"].paper == "300,000 (table 4(b))"
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "12 setting(s) differ from what the paper states" in md
+    assert "| train_split | 0.9 | 1 (section 5.1: the whole data sets) | **differs** |" in md
+    assert echoed[0].startswith("Differs from the paper's setting: data sets")
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {s["name"] for s in saved["setting"] if s["differs"]} == differs
+
+
+def test_report_of_a_reconstruction_only_sweep_selects_by_it(tmp_path):
+    from wtc.experiments import make_report
+    from wtc.experiments.spec import from_dict
+
+    spec = from_dict({"preset": "celeba", "data": ["dsprites-procedural"],
+                      "strengths": {"wtc-vae": [1, 40]}, "steps": 10})
+    _fake_sweep_with_configs(tmp_path / "sweep", spec,
+                             lambda run: {"reconstruction": [50.0 - run.value]})
+    report = make_report(tmp_path / "sweep", tmp_path / "report", echo=lambda *a: None)
+    assert [r["value"] for r in report["table"]] == [40.0]  # the lowest reconstruction
+    assert "by Reconstruction" in (tmp_path / "report" / "table1.md").read_text()
