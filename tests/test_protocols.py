@@ -427,3 +427,25 @@ def test_report_of_a_reconstruction_only_sweep_selects_by_it(tmp_path):
     report = make_report(tmp_path / "sweep", tmp_path / "report", echo=lambda *a: None)
     assert [r["value"] for r in report["table"]] == [40.0]  # the lowest reconstruction
     assert "by Reconstruction" in (tmp_path / "report" / "table1.md").read_text()
+
+
+def test_one_encoding_serves_several_evaluations(monkeypatch):
+    from wtc.metrics.cache import CachedRepresentation
+
+    class Images(Grid):
+        # the base class's observations: one image per factor row (cacheable)
+        sample_observations_from_factors = GroundTruthDataset.sample_observations_from_factors
+
+    ds, model = Images((2, 3, 4)), Echo()
+    codes = CachedRepresentation.encode(model, ds)
+    assert model.encoded == len(ds) == 24
+    first = evaluate(model, ds, metrics=["mig", "factor_vae"], protocol="authors", repeats=2,
+                     cache=codes)
+    again = evaluate(model, ds, metrics=["mig", "factor_vae"], protocol="authors", repeats=2,
+                     cache=True)
+    assert model.encoded == 2 * 24  # the second evaluation encoded the images itself
+    assert first["cached_codes"] and first["metrics"] == again["metrics"]
+    with pytest.raises(ValueError, match="cache: a CachedRepresentation needs"):
+        evaluate(model, Grid((2, 3)), metrics=["mig"], cache=codes)
+    with pytest.raises(ValueError, match="cache must be 'auto', True, False or"):
+        evaluate(model, ds, metrics=["mig"], cache="yes")

@@ -228,9 +228,16 @@ def one_repeat(dataset, represent, metrics, n: dict, protocol: str, seed: int,
 
 def use_cache(dataset, metrics, n: dict, repeats: int, cache="auto") -> bool:
     """Whether :func:`evaluate` encodes every image once: ``cache`` True / False, or "auto":
-    when the evaluation would encode more images than the data set holds."""
+    when the evaluation would encode more images than the data set holds; a
+    :class:`CachedRepresentation` is used as it is."""
+    if isinstance(cache, CachedRepresentation):
+        if not cacheable(dataset):
+            raise ValueError("cache: a CachedRepresentation needs a data set whose observation "
+                             "of a factor row is one image; pass cache=False for this one")
+        return True
     if cache not in ("auto", True, False):
-        raise ValueError(f"cache must be 'auto', True or False, got {cache!r}")
+        raise ValueError(f"cache must be 'auto', True, False or a CachedRepresentation, got "
+                         f"{cache!r}")
     if not cache or not cacheable(dataset):
         return False
     return cache is True or repeats * draws_per_repeat(metrics, n) > len(dataset)
@@ -243,7 +250,8 @@ def evaluate(model, dataset, metrics=None, protocol: str = "paper", repeats: int
     sample size (for quick looks; 1.0 is the protocol); ``sizes`` sets named ones outright
     (num_train, num_test, votes_train, votes_eval, variance_samples). ``metrics``: names in
     ``METRICS``; default: the registry's default set. ``cache``: encode every image once and
-    look codes up ("auto": when the draws exceed the data set's size; :func:`use_cache`); the
+    look codes up ("auto": when the draws exceed the data set's size; :func:`use_cache`), or a
+    :class:`~wtc.metrics.cache.CachedRepresentation` of ``model`` on ``dataset`` to reuse; the
     values are the uncached ones up to float rounding. ``progress``: tqdm bars for the
     encoding, the repeats and each repeat's metrics. The result's ``sample_sizes`` are the
     protocol's (what a sweep checks), ``drawn_sizes`` what was drawn on this data set (they
@@ -261,7 +269,9 @@ def evaluate(model, dataset, metrics=None, protocol: str = "paper", repeats: int
     drawn = drawn_sizes(protocol, n, dataset)
     cached = use_cache(dataset, metrics, drawn, repeats, cache)
     if cached:
-        represent = CachedRepresentation.encode(model, dataset, progress=progress)
+        # a given encoding is reused: one model's codes evaluated under several protocols
+        represent = (cache if isinstance(cache, CachedRepresentation) else
+                     CachedRepresentation.encode(model, dataset, progress=progress))
         observed = EncodedDataset(dataset)
     else:
         represent, observed = representation_function(model), dataset
