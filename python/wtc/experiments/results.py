@@ -216,20 +216,20 @@ def setting_lines(c: Collected) -> list:
         lines.append(SettingLine("samples and votes drawn", "; ".join(
             _sizes_text(d) for d in drawn if isinstance(d, dict)), "", True))
     # training
-    for field, (paper, source) in PAPER_TRAINING.items():
-        found = values(runs, lambda r, f=field: configs[r["id"]].get(f))
-        if field == "latent_dim":  # 20 on CelebA, 10 elsewhere
-            found_by_data = [(r["data"], configs[r["id"]].get(field)) for r in runs]
+    for key, (paper, source) in PAPER_TRAINING.items():
+        found = values(runs, lambda r, f=key: configs[r["id"]].get(f))
+        if key == "latent_dim":  # 20 on CelebA, 10 elsewhere
+            found_by_data = [(r["data"], configs[r["id"]].get(key)) for r in runs]
             differs = any(not _same(v, PAPER_LATENT_DIM.get(d, paper)) for d, v in found_by_data)
             lines.append(SettingLine("latent_dim", "; ".join(_text(v) for v in found) or "-",
                                      "10 (section 5.1), 20 on CelebA (section 5.6)", differs))
             continue
-        lines.append(line(field, found, paper, source))
+        lines.append(line(key, found, paper, source))
     tcvae = [r for r in runs if r["model"] == "beta-tcvae"]
     if tcvae:
-        for field, (paper, source) in PAPER_TCVAE.items():
-            lines.append(line(f"beta-tcvae {field}",
-                              values(tcvae, lambda r, f=field: configs[r["id"]].get(f)),
+        for key, (paper, source) in PAPER_TCVAE.items():
+            lines.append(line(f"beta-tcvae {key}",
+                              values(tcvae, lambda r, f=key: configs[r["id"]].get(f)),
                               paper, source))
         # the paper names no estimator of log q(z): stated, not compared
         lines.append(SettingLine("beta-tcvae estimator", "; ".join(_text(v) for v in values(

@@ -25,7 +25,6 @@ import math
 import numpy as np
 
 
-
 def check_sampling(sampling: str) -> None:
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
