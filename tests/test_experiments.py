@@ -33,9 +33,11 @@ from wtc.experiments.sweep import FORMAT, expected_eval, prepare, run_state
 
 def test_presets_have_the_papers_study_and_a_small_one():
     paper = load_spec("paper")
-    assert len(expand(paper)) == 6 * 4 * 5 * 3  # table 1: 360 runs
+    # table 1's 360 runs and figures 3 and 7's WTC-VAE at gamma 1 and 4: 390
+    assert len(expand(paper)) == (5 * 4 + 6) * 5 * 3
     assert paper.steps == 300_000 and paper.seeds == [1, 11, 42, 73, 89]
-    assert paper.strength_values("wtc-vae") == [10, 20, 40, 80]
+    assert paper.strength_values("wtc-vae") == [1, 4, 10, 20, 40, 80]
+    assert paper.table1_strengths == {"wtc-vae": [10, 20, 40, 80]}
     assert paper.strength_values("beta-vae") == [1, 4, 8, 16]
     assert expected_eval(paper)["repeats"] == 50
     mini = load_spec("mini")

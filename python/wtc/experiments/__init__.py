@@ -1,4 +1,4 @@
-"""Studies: sweep specs (presets ``paper`` and ``mini``), ``run_sweep`` (what ``wtc sweep``
+"""Studies: sweep specs (presets ``paper``, ``authors``, ``celeba`` and ``mini``), ``run_sweep`` (what ``wtc sweep``
 runs, through the executors of ``executors``: local, Slurm, Ray; ``sweep_status`` is
 ``wtc sweep --status``) and ``make_report`` (``wtc report``: table 1 and figures 2-7; the numbers in
 ``results``, the pictures in ``figures``, the Markdown/HTML/CSV writer in ``report``)."""

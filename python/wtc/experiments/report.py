@@ -34,6 +34,7 @@ from wtc.experiments.results import (  # noqa: F401 (also the names this module 
     lower_is_better,
     rank_correlations,
     setting_label,
+    setting_lines,
     table1,
 )
 from wtc.experiments.sweep import expected_eval
@@ -144,18 +145,53 @@ def write_settings_csv(c: Collected, path: Path) -> None:
                        + [f"{x:.6g}" for m in c.metrics for x in (s.mean(m), s.std(m))])
 
 
+# -- the setting the numbers come from ---------------------------------------------------------
+
+def setting_markdown(lines: list) -> str:
+    """The setting of table 1's numbers beside the paper's, deviations marked."""
+    out = ["| setting | these numbers | the paper | |", "|---|---|---|---|"]
+    out += [f"| {ln.name} | {ln.ours} | {ln.paper} | {'**differs**' if ln.differs else ''} |"
+            for ln in lines]
+    n = sum(ln.differs for ln in lines)
+    out += ["", (f"{n} setting(s) differ from what the paper states: the numbers below are not "
+                 "the paper's setting's." if n else "Every setting is the paper's.")]
+    return "\n".join(out)
+
+
+def _setting_html(lines: list) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(ln.name)}</td><td>{e(ln.ours)}</td><td>{e(ln.paper)}</td>"
+                   f"<td>{'<b>differs</b>' if ln.differs else ''}</td></tr>" for ln in lines)
+    n = sum(ln.differs for ln in lines)
+    note = (f"{n} setting(s) differ from what the paper states." if n
+            else "Every setting is the paper's.")
+    return ("<h2>Setting</h2><table><tr><th>setting</th><th>these numbers</th><th>the paper"
+            f"</th><th></th></tr>{rows}</table><p>{e(note)}</p>")
+
+
+#: The default metric table 1 is selected by; a sweep without it (CelebA: reconstruction
+#: alone) is selected by its first metric instead.
+DEFAULT_SELECT_BY = "factor_vae"
+
+
 # -- the report -----------------------------------------------------------------------------------
 
 def make_report(sweep_dir, out, select_by: str = "factor_vae", device: str | None = None,
                 echo=print) -> dict:
-    """Write table1.md/.csv, settings.csv, the figures, report.md and index.html into ``out``.
-    Returns {"table": rows, "missing": {...}, "figures": [...]}."""
+    """Write table1.md/.csv, settings.csv, the figures, report.md and index.html into ``out``;
+    above table 1, the setting its numbers come from (the runs' config.json and eval.json)
+    beside the paper's, deviations marked. Returns {"table": rows, "missing": {...},
+    "figures": [...], "setting": [SettingLine]}."""
     sweep_dir, out = Path(sweep_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     c = collect(sweep_dir)
     if not c.runs:
         raise ValueError(f"no run in {sweep_dir} has a complete evaluation yet "
                          f"({len(c.missing)} runs lack one); nothing to report")
+    if select_by == DEFAULT_SELECT_BY and select_by not in c.metrics:
+        select_by = c.metrics[0]
+    setting = setting_lines(c)
+    md_setting = setting_markdown(setting)
     rows = table1(c, select_by)
     md_table = table1_markdown(c, rows, select_by)
     (out / "table1.md").write_text(md_table + "\n")
@@ -203,7 +239,8 @@ def make_report(sweep_dir, out, select_by: str = "factor_vae", device: str | Non
                f"evaluated; {spec.steps} steps, batch {spec.batch_size}, Adam {spec.lr:g}; "
                f"evaluation protocol `{spec.eval.protocol}` ({settings['repeats']} repeat(s), "
                f"sample sizes {settings['sample_sizes']}).")
-    md = [f"# Report: sweep {spec.name}", "", summary, "", "## Table 1", "", md_table, ""]
+    md = [f"# Report: sweep {spec.name}", "", summary, "", "## Setting", "", md_setting, "",
+          "## Table 1", "", md_table, ""]
     if missing_lines:
         md += ["## Runs without a complete evaluation (left out of every number above)", ""]
         md += missing_lines + [""]
@@ -212,23 +249,31 @@ def make_report(sweep_dir, out, select_by: str = "factor_vae", device: str | Non
         md += [f"![{caption}]({name})", "", caption, ""]
     md += notes
     (out / "report.md").write_text("\n".join(md) + "\n")
-    _write_html(out / "index.html", spec, summary, c, rows, figures, c.missing, notes, select_by)
+    _write_html(out / "index.html", spec, summary, c, rows, figures, c.missing, notes, select_by,
+                setting)
     (out / "report.json").write_text(json.dumps(
         {"table": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
                    for r in rows],
          "missing": c.missing,
+         "setting": [vars(ln) for ln in setting],
          "rank_correlation": {d: {"metrics": n, "matrix": np.where(np.isnan(m), None, m)
                                   .tolist()} for d, (n, m) in corr.items()},
          "figures": [f for f, _ in figures]}, indent=1, default=float))
+    differing = [ln for ln in setting if ln.differs]
+    if differing:
+        echo("Differs from the paper's setting: " + "; ".join(
+            f"{ln.name} {ln.ours} (paper: {ln.paper})" for ln in differing) + "\n")
     echo(md_table)
     if c.missing:
         echo(f"\n{len(c.missing)} run(s) lack a complete evaluation and are left out:")
         echo("\n".join(missing_lines))
     echo(f"\nwrote {out / 'index.html'} and {out / 'report.md'}")
-    return {"table": rows, "missing": c.missing, "figures": [f for f, _ in figures]}
+    return {"table": rows, "missing": c.missing, "figures": [f for f, _ in figures],
+            "setting": setting}
 
 
-def _write_html(path, spec, summary, c, rows, figures, missing, notes, select_by) -> None:
+def _write_html(path, spec, summary, c, rows, figures, missing, notes, select_by,
+                setting=()) -> None:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in table_header(c.metrics))
     body = ["<tr>" + "".join(f"<td>{cell}</td>" for cell in table_cells(r, c.metrics, HTML))
@@ -241,6 +286,7 @@ def _write_html(path, spec, summary, c, rows, figures, missing, notes, select_by
         "text-align:right}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}"
         "img{max-width:100%;border:1px solid #eee}</style></head><body>",
         f"<h1>Sweep {e(spec.name)}</h1><p>{e(summary)}</p>",
+        _setting_html(list(setting)),
         f"<h2>Table 1</h2><table><tr>{head}</tr>{''.join(body)}</table>",
         f"<p>Mean (std) over seeds at each model's best strength by {e(display(select_by))}; "
         "best of each data set in bold, second underlined. &dagger; marks a setting missing "

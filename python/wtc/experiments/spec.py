@@ -48,8 +48,10 @@ from pathlib import Path
 from wtc.metrics.registry import default_metrics
 
 # Views of the model registry, declared by each model class: the strength each model's sweep
-# varies (the others, e.g. WTC-WAE's beta, stay at their defaults) and the paper's grid (table 4).
+# varies (the others, e.g. WTC-WAE's beta, stay at their defaults) and its grids: the paper's
+# table 4, the paper's figures, the authors' run_training.sh (wtc.models.base.GRIDS).
 from wtc.models import MODELS, PAPER_STRENGTHS, SWEPT
+from wtc.models.base import AUTHORS_STRENGTHS, FIGURE_STRENGTHS
 
 PAPER_SEEDS = [1, 11, 42, 73, 89]
 DEFAULT_METRICS = default_metrics()  # registered with default=True, in registration order
@@ -75,6 +77,9 @@ class SweepSpec:
     data_options: dict = field(default_factory=dict)  # data set -> options for wtc.data.load
     models: list = field(default_factory=lambda: list(MODELS))
     strengths: dict = field(default_factory=dict)  # model -> values of SWEPT[model]
+    # model -> the swept values table 1 picks each model's best strength from (default: all of
+    # them); the paper preset sweeps WTC-VAE over its figures' six values, table 1 over four
+    table1_strengths: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)  # model -> {strength: value}
     seeds: list = field(default_factory=lambda: list(PAPER_SEEDS))
     steps: int = 300_000
@@ -146,6 +151,15 @@ class SweepSpec:
                                 f">= 0 (values of its {SWEPT[model]}), got {values!r}")
             if len({float(v) for v in values}) != len(values):  # two runs in one folder
                 raise SpecError(f"strengths.{model} lists a value twice: {values!r}")
+        if not isinstance(self.table1_strengths, dict):
+            raise SpecError(f"table1_strengths must be a table, got {self.table1_strengths!r}")
+        check_names("model in [table1_strengths]", list(self.table1_strengths), self.models)
+        for model, values in self.table1_strengths.items():
+            swept = self.strength_values(model)
+            if (not isinstance(values, list) or not values
+                    or not all(_finite_number(v) and float(v) in swept for v in values)):
+                raise SpecError(f"table1_strengths.{model} must be a non-empty list of the "
+                                f"values {model}'s sweep runs ({swept}), got {values!r}")
         for model, values in self.fixed.items():
             if not isinstance(values, dict):
                 raise SpecError(f"fixed.{model} must be a table of strengths, got {values!r}")
@@ -298,7 +312,51 @@ _NOT_AXIS = {"steps": "every run of a sweep trains the spec's steps (set steps a
 
 
 def _preset_paper() -> SweepSpec:
-    return SweepSpec()
+    """What the paper's table 1 and figures show, at the settings the paper states: dSprites,
+    Shapes3D and Cars3D (section 5.1); the six models; table 4(a)'s strengths, and for WTC-VAE
+    the six of section 5.4 and figures 3 and 7 (gamma 1, 4, 10, 20, 40, 80), table 1 still
+    choosing its best among table 4's four; seeds 1, 11, 42, 73, 89 (five, figure 2's caption);
+    table 4(b): batch 64, Adam 1e-4, betas (0.9, 0.999), 300,000 steps; evaluation protocol
+    ``paper`` (appendix D's sizes, 50 repeats)."""
+    return SweepSpec(strengths={m: FIGURE_STRENGTHS[m] for m in MODELS},
+                     table1_strengths={m: PAPER_STRENGTHS[m] for m in MODELS
+                                       if FIGURE_STRENGTHS[m] != PAPER_STRENGTHS[m]})
+
+
+#: What the authors' scripts (yjxiao/disentrepr_wtc) fix beyond our defaults, and where.
+AUTHORS_TRAIN = {
+    "tcvae_objective": "authors",  # disent/criterions/tc_vae_loss.py: rec + KL + beta * TC
+    "estimator": "mws-authors",  # the same file's weighted sampling, without its constant
+    "update_order": "authors",  # disent/trainer.py: main step, then the adversary's
+    "train_split": 0.9,  # train.py trains on split 'train': vision_dataset.py's 90%, seed 42
+    "data_order": "epochs",  # train.py's epoch iterator: a fresh shuffle each epoch
+}
+
+
+def _preset_authors() -> SweepSpec:
+    """The study as the authors' scripts ran it: run_training.sh's data sets (dsprites, cars3d,
+    shapes3d: dSprites with its colour factor, our default), its six tasks and their values
+    (``authors_grid``: WTC-VAE gamma and WTC-WAE's WTC weight in 1, 4, 8, 16, the rest table
+    4's), ``--max-update 300000``; options.py's defaults batch 64 and lr 1e-4, adam.py's betas
+    (0.9, 0.999); the objectives, estimator, update order, split and data order of their code
+    (``AUTHORS_TRAIN``); evaluated as their run_evaluation.sh and evaluate.py did (protocol
+    ``authors``: 50 repeats with seeds seed + 73 i, the sizes their loops yield). Their scripts
+    take the seed as an argument and list none: the seeds are the paper preset's five."""
+    return SweepSpec(name="authors", data=["dsprites", "cars3d", "shapes3d"],
+                     strengths={m: AUTHORS_STRENGTHS[m] for m in MODELS},
+                     train=dict(AUTHORS_TRAIN), eval=EvalSpec(protocol="authors"))
+
+
+def _preset_celeba() -> SweepSpec:
+    """The paper's figure 4 (section 5.6): WTC-VAE with gamma 40 and latent dimension 20 on
+    CelebA (the centre 178x178 crop down-sampled to 64x64, as wtc.data's celeba does), at table
+    4(b)'s optimisation settings (batch 64, Adam 1e-4, 300,000 steps "across all experiments").
+    CelebA has no ground-truth factors, so the evaluation is the reconstruction error alone (one
+    repeat): it is what lets ``wtc report`` pick the run whose latent traversals it draws
+    (``figure4_traversals_celeba.png``). The paper names no seed: one run, seed 1."""
+    return SweepSpec(name="celeba", data=["celeba"], models=["wtc-vae"],
+                     strengths={"wtc-vae": [40.0]}, seeds=[1], train={"latent_dim": 20},
+                     eval=EvalSpec(protocol="paper", repeats=1, metrics=["reconstruction"]))
 
 
 def _preset_mini() -> SweepSpec:
@@ -315,7 +373,8 @@ def _preset_mini() -> SweepSpec:
                              "votes_eval": 125, "variance_samples": 4_000}))
 
 
-PRESETS = {"paper": _preset_paper, "mini": _preset_mini}
+PRESETS = {"paper": _preset_paper, "authors": _preset_authors, "celeba": _preset_celeba,
+           "mini": _preset_mini}
 
 
 def from_dict(raw: dict, base: SweepSpec | None = None) -> SweepSpec:
@@ -335,9 +394,15 @@ def from_dict(raw: dict, base: SweepSpec | None = None) -> SweepSpec:
     # Settings the base gives for models and data sets the new lists leave out go with them.
     if isinstance(raw.get("models"), list):
         spec.strengths = {k: v for k, v in spec.strengths.items() if k in raw["models"]}
+        spec.table1_strengths = {k: v for k, v in spec.table1_strengths.items()
+                                 if k in raw["models"]}
         spec.fixed = {k: v for k, v in spec.fixed.items() if k in raw["models"]}
     if isinstance(raw.get("data"), list):
         spec.data_options = {k: v for k, v in spec.data_options.items() if k in raw["data"]}
+    # a model given new strengths picks table 1's best among them, unless the file says otherwise
+    if isinstance(raw.get("strengths"), dict) and "table1_strengths" not in raw:
+        spec.table1_strengths = {k: v for k, v in spec.table1_strengths.items()
+                                 if k not in raw["strengths"]}
     valid = [f.name for f in dataclasses.fields(SweepSpec)]
     for key, value in raw.items():
         if key not in valid:
@@ -361,7 +426,8 @@ def from_dict(raw: dict, base: SweepSpec | None = None) -> SweepSpec:
 
 
 def load_spec(source: str | Path) -> SweepSpec:
-    """A preset name (``paper``, ``mini``) or a .toml / .json spec file."""
+    """A preset name (``PRESETS``: paper, authors, celeba, mini) or a .toml / .json spec
+    file."""
     text = str(source)
     if text in PRESETS:
         return PRESETS[text]().validate()

@@ -1,7 +1,9 @@
-"""The random draws of the two protocols, as one :class:`Sampler` per evaluation.
+"""The random draws of the protocols, as one :class:`Sampler` per evaluation.
 
 ``numpy`` (the paper protocol, and the default): a ``numpy.random.Generator`` and vectorised
-draws. ``dlib``: disentanglement_lib's draws in its order from one legacy ``RandomState(seed)``,
+draws. ``authors`` (the WTC authors' protocol): the same, except that the shared samples and the
+FactorVAE variance sample are distinct factor rows, as the authors' shuffled pass over the data
+set gives them (their votes draw images with replacement, as ``numpy`` does). ``dlib``: disentanglement_lib's draws in its order from one legacy ``RandomState(seed)``,
 so that with the same representation function every sample, vote and score is the one
 disentanglement_lib computes: factors are drawn factor by factor with ``randint(size, size=n)``,
 codes for the code-based metrics in batches of 16 (the train set, then the test set from the
@@ -18,6 +20,7 @@ the observations (``obs_rng``). The ``dlib_*`` functions are disentanglement_lib
 from __future__ import annotations
 
 import abc
+import math
 
 import numpy as np
 
@@ -125,7 +128,7 @@ class NumpySampler(Sampler):
 
     def vote_factors(self, dataset, num_votes, batch_size, balanced=False):
         rng, K = self.rng, dataset.num_factors
-        if balanced:  # votes spread evenly over the factors (the WTC authors' protocol)
+        if balanced:  # votes spread evenly over the factors (the WTC authors' code)
             ks = np.resize(np.arange(K), num_votes)
             rng.shuffle(ks)
         else:  # a random factor per vote (disentanglement_lib)
@@ -146,6 +149,26 @@ class NumpySampler(Sampler):
         rows = np.arange(num_points)
         f2[rows, :, ks] = f1[rows, :, ks]
         return f1.reshape(-1, K), f2.reshape(-1, K), ks
+
+
+class AuthorsSampler(NumpySampler):
+    """:class:`NumpySampler` whose shared and variance samples are distinct factor rows: the
+    authors take them from a shuffled pass over the data set (``ordered_indices`` of a data set
+    built with shuffle=True), so no image repeats within a sample."""
+
+    name = "authors"
+
+    def factors(self, dataset, n):
+        grid = math.prod(dataset.factor_sizes)
+        if not grid:
+            raise ValueError(f"{getattr(dataset, 'name', 'the data set')} has no ground-truth "
+                             "factors")
+        # Beyond one pass (only when asked for more rows than the grid holds; the authors' loop
+        # stops at the data set's end) further passes follow, each distinct within itself.
+        passes = [self.rng.choice(grid, size=min(grid, n - start), replace=False)
+                  for start in range(0, n, grid)]
+        rows = np.concatenate(passes) if passes else np.empty(0, np.int64)
+        return np.stack(np.unravel_index(rows, dataset.factor_sizes), axis=-1).astype(np.int64)
 
 
 class DlibSampler(Sampler):
@@ -179,11 +202,11 @@ class DlibSampler(Sampler):
         return dlib_beta_vae_factors(dataset, num_points, batch_size, self.rng)
 
 
-SAMPLERS = {"numpy": NumpySampler, "dlib": DlibSampler}
+SAMPLERS = {"numpy": NumpySampler, "authors": AuthorsSampler, "dlib": DlibSampler}
 SAMPLINGS = tuple(SAMPLERS)
 
 
 def make_sampler(sampling: str, seed: int) -> Sampler:
-    """The sampler of ``sampling`` ("numpy" or "dlib") seeded with ``seed``."""
+    """The sampler of ``sampling`` (one of ``SAMPLINGS``) seeded with ``seed``."""
     check_sampling(sampling)
     return SAMPLERS[sampling](seed)

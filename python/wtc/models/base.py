@@ -9,6 +9,8 @@ rest of wtc needs to know about it, and is registered by name::
         defaults = {"beta": 4.0}          # the strengths it takes and their defaults
         swept = "beta"                    # the strength a sweep varies
         paper_grid = (1.0, 4.0, 8.0, 16.0)  # the sweep's default values (the paper's table 4)
+        figure_grid = ...   # optional: the values the paper's figures show (default paper_grid)
+        authors_grid = ...  # optional: the authors' run_training.sh values (default paper_grid)
         config_options = ()               # TrainConfig fields its constructor takes
         ...
 
@@ -68,6 +70,15 @@ def register(cls=None, *, replace: bool = False):
                              f"({', '.join(defaults)}), got {cls.swept!r}")
         if defaults and not cls.paper_grid:
             raise ValueError(f"{name}: paper_grid must list the swept strength's values")
+        for kind in GRIDS:
+            grid = getattr(cls, f"{kind}_grid")
+            if grid is None and kind != "paper":
+                continue  # paper_grid stands in
+            if defaults and (not isinstance(grid, (tuple, list)) or not grid or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and v >= 0 for v in grid)):
+                raise ValueError(f"{name}: {kind}_grid must be a non-empty tuple of finite "
+                                 f"numbers >= 0 (values of {cls.swept}), got {grid!r}")
         REGISTRY[name] = cls
         return cls
 
@@ -109,8 +120,26 @@ class RegistryView(Mapping):
 MODELS = RegistryView(lambda cls: dict(cls.defaults))
 # name -> the strength its sweep varies (the others stay at their defaults)
 SWEPT = RegistryView(lambda cls: cls.swept)
+#: The strength grids a model declares: ``paper`` (the paper's table 4), ``figure`` (what the
+#: paper's figures show: section 5.4 and figures 3 and 7 sweep WTC-VAE over six values) and
+#: ``authors`` (the authors' run_training.sh). The last two default to the paper's.
+GRIDS = ("paper", "figure", "authors")
+
+
+def strength_grid(cls, kind: str = "paper") -> list:
+    """A model class's ``kind`` grid (one of ``GRIDS``) as floats."""
+    if kind not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {kind!r}")
+    grid = getattr(cls, f"{kind}_grid")
+    return [float(v) for v in (cls.paper_grid if grid is None else grid)]
+
+
 # name -> the swept strength's values in the paper's grid (table 4)
-PAPER_STRENGTHS = RegistryView(lambda cls: [float(v) for v in cls.paper_grid])
+PAPER_STRENGTHS = RegistryView(lambda cls: strength_grid(cls, "paper"))
+# name -> the values the paper's figures show (section 5.4, figures 3 and 7)
+FIGURE_STRENGTHS = RegistryView(lambda cls: strength_grid(cls, "figure"))
+# name -> the values the authors' run_training.sh sweeps
+AUTHORS_STRENGTHS = RegistryView(lambda cls: strength_grid(cls, "authors"))
 
 
 # The loss terms take tensors with any leading dims before the batch dim (a stacked model's run
@@ -197,6 +226,8 @@ class DisentanglingModel(nn.Module, abc.ABC):
     strength_help: ClassVar[dict] = {}
     swept = ""  # the strength a sweep varies
     paper_grid: tuple = ()  # the swept strength's values in the paper's table 4
+    figure_grid: tuple | None = None  # the values the paper's figures show; None: paper_grid
+    authors_grid: tuple | None = None  # the authors' run_training.sh values; None: paper_grid
     config_options: tuple = ()  # TrainConfig fields passed to the constructor
 
     @classmethod

@@ -165,6 +165,8 @@ class WTCVAE(DisentanglingModel):
                                                    "(a critic's W1 to the shuffled codes)"}
     swept = "gamma"
     paper_grid = (10.0, 20.0, 40.0, 80.0)
+    figure_grid = (1.0, 4.0, 10.0, 20.0, 40.0, 80.0)  # paper section 5.4, figures 3 and 7
+    authors_grid = (1.0, 4.0, 8.0, 16.0)  # run_training.sh: "wtc" gamma values="1 4 8 16"
 
     def __init__(self, in_channels=1, latent_dim=10, runs=None, **strengths):
         super().__init__(in_channels, latent_dim, runs, **strengths)

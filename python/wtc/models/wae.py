@@ -53,6 +53,8 @@ class WTCWAE(DisentanglingModel):
                                                   "correlation"}
     swept = "gamma"
     paper_grid = (10.0, 20.0, 40.0, 80.0)
+    # run_training.sh: "wtc_wae" beta values="1 4 8 16", and their --beta weighs the WTC term
+    authors_grid = (1.0, 4.0, 8.0, 16.0)
 
     def __init__(self, in_channels=1, latent_dim=10, runs=None, **strengths):
         super().__init__(in_channels, latent_dim, runs, **strengths)
