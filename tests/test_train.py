@@ -243,7 +243,7 @@ def test_every_config_field_is_a_flag_with_its_default():
     import dataclasses
 
     from wtc.cli import build_parser
-    from wtc.train import config_from_args
+    from wtc.train import config_from_args, stacked_fields
 
     parser = build_parser()
     train_parser = parser._subparsers._group_actions[0].choices["train"]
@@ -263,6 +263,9 @@ def test_every_config_field_is_a_flag_with_its_default():
         else:
             argv, want = [flag, str(samples[kind])], samples[kind]
         args = parser.parse_args(["train", *argv, "--out", "x"])
+        if f.name in stacked_fields():  # seed and strengths take lists (one run per value)
+            assert getattr(args, f.name) == [want], f.name
+            setattr(args, f.name, want)
         assert getattr(config_from_args(args), f.name) == want, f.name
 
 
