@@ -469,7 +469,14 @@ def test_local_executor_runs_a_stack_in_one_process_and_logs_to_every_run(tmp_pa
     # the second run's sweep.log has the job's output too (its own file, not a pointer)
     assert (runs[1] / "sweep.log").exists()
     # a stacked run ends where the same run trained alone does: stacking changes speed, not
-    # results (up to the order of float sums, which Adam's steps of 1e-4 carry a little)
+    # results, up to the order of float32 sums (tests/test_stacked.py checks equality in
+    # float64). Adam divides a gradient by its own size, so a weight whose gradient is a rounding
+    # error away from zero may step by up to lr the other way: a few weights may differ by up to
+    # 2 lr a step, while the typical one moves by rounding alone. A run with another seed differs
+    # everywhere by about its initial scale (1e-2) and fails both bounds.
     pa, pb = final_parameters(runs[0]), final_parameters(alone)
+    lr, steps = 1e-4, 30
     for key in pa:
-        assert torch.allclose(pa[key], pb[key], rtol=1e-3, atol=3e-4), key
+        diff = (pa[key] - pb[key]).abs()
+        assert diff.max() <= 2 * lr * steps, (key, diff.max())
+        assert diff.median() <= 1e-5, (key, diff.median())
