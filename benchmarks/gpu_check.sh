@@ -102,8 +102,21 @@ study() {
 }
 bench() {
   # The CUDA groups (the CPU ones are measured on CPU machines); scipy baselines run in them too.
-  (cd /tmp && cut python "$REPO/benchmarks/run.py" -k cuda --out "$OUT") 2>&1 \
-    | tee "$OUT/bench.log" | tail -40
+  # Runs per hour first (issue 16's goal: 20 stacked runs at 10x 20 sequential ones), then the
+  # paper preset's wall time projected from it, then every op, all within the stage's T.
+  local end=$(( $(date +%s) + T ))
+  (cd /tmp && cut python "$REPO/benchmarks/run.py" -k "runs_per_hour and cuda" --out "$OUT") \
+    2>&1 | tee "$OUT/bench.log" | tail -60
+  local record
+  record=$(ls -t "$OUT"/*-cuda-runs_per_hour_and_cuda.json 2>/dev/null | head -1)
+  if [ -n "$record" ]; then
+    (cd /tmp && python "$REPO/benchmarks/study_time.py" "$record" --preset paper \
+      --json "$OUT/study_time.json") 2>&1 | tee -a "$OUT/bench.log"
+  fi
+  T=$(( end - $(date +%s) ))
+  [ "$T" -gt 5 ] || { echo "bench: no time left for the ops' benchmarks"; return 124; }
+  (cd /tmp && cut python "$REPO/benchmarks/run.py" -k "cuda and not runs_per_hour" --out "$OUT") \
+    2>&1 | tee -a "$OUT/bench.log" | tail -40
 }
 paired() {
   (cd /tmp && cut python "$REPO/benchmarks/paired_training_step.py" --device cuda --pairs 60 \

@@ -40,8 +40,14 @@ def machine_info():
     return info
 
 
+# Implementations of ours: every other impl in a group is a baseline they are compared with.
+# "graphed" is the eager stack ("wtc_ext") captured as one CUDA graph.
+OURS = ("wtc_ext", "wtc", "graphed")
+
+
 def ratios(results):
-    """{(op, device, size): {impl: median_s}} -> rows with baseline/wtc_ext ratios."""
+    """{(op, device, size): {impl: median_s}} -> rows with baseline / ours ratios, one row for
+    each of our implementations and each baseline of the group."""
     groups = {}
     for bench in results["benchmarks"]:
         extra = bench["extra_info"]
@@ -49,27 +55,31 @@ def ratios(results):
         groups.setdefault(key, {})[extra["impl"]] = bench["stats"]["median"]
     rows = []
     for (op, device, size), times in sorted(groups.items()):
-        ours = times.get("wtc_ext", times.get("wtc"))
-        baselines = {k: v for k, v in times.items() if k not in ("wtc_ext", "wtc")}
-        if not baselines:  # nothing to compare with in this group: the time alone
-            rows.append({"op": op, "device": device, "size": size, "baseline": None,
-                         "wtc_ext_median_s": ours, "baseline_median_s": None, "speedup": None})
-        for impl, t in sorted(baselines.items()):
-            rows.append({"op": op, "device": device, "size": size, "baseline": impl,
-                         "wtc_ext_median_s": ours, "baseline_median_s": t,
-                         "speedup": (t / ours) if ours else None})
+        ours = {k: v for k, v in times.items() if k in OURS}
+        baselines = {k: v for k, v in times.items() if k not in OURS}
+        for impl, t_ours in ours.items():
+            if not baselines:  # nothing to compare with in this group: the time alone
+                rows.append({"op": op, "device": device, "size": size, "impl": impl,
+                             "baseline": None, "wtc_ext_median_s": t_ours,
+                             "baseline_median_s": None, "speedup": None})
+            for baseline, t in sorted(baselines.items()):
+                rows.append({"op": op, "device": device, "size": size, "impl": impl,
+                             "baseline": baseline, "wtc_ext_median_s": t_ours,
+                             "baseline_median_s": t,
+                             "speedup": (t / t_ours) if t_ours else None})
     return rows
 
 
 def print_table(rows, file=sys.stdout):
-    print(f"{'op':<22} {'device':<6} {'size':<26} {'baseline':<26} {'wtc':>11} "
+    print(f"{'op':<22} {'device':<6} {'size':<26} {'ours':<8} {'baseline':<26} {'ours':>11} "
           f"{'baseline':>11} {'speedup':>8}", file=file)
     for r in rows:
         ours = f"{r['wtc_ext_median_s'] * 1e6:9.1f}us" if r["wtc_ext_median_s"] else "-"
         base = (f"{r['baseline_median_s'] * 1e6:9.1f}us" if r["baseline_median_s"] is not None
                 else "-")
         speed = f"{r['speedup']:7.1f}x" if r["speedup"] is not None else "-"
-        print(f"{r['op']:<22} {r['device']:<6} {r['size']:<26} {r['baseline'] or '-':<26} "
+        print(f"{r['op']:<22} {r['device']:<6} {r['size']:<26} {r.get('impl', 'wtc_ext'):<8} "
+              f"{r['baseline'] or '-':<26} "
               f"{ours:>11} {base:>11} {speed:>8}", file=file)
 
 

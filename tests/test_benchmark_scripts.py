@@ -1,0 +1,104 @@
+"""The benchmark scripts' arithmetic: benchmarks/run.py's ratios and benchmarks/study_time.py's
+projection of a preset's wall time from runs-per-hour records."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench(size, impl, median, device="cpu", op="runs per hour"):
+    return {"extra_info": {"op": op, "device": device, "size": size, "impl": impl},
+            "stats": {"median": median}}
+
+
+def test_ratios_compare_each_of_ours_with_each_baseline():
+    run = load("run")
+    rows = run.ratios({"benchmarks": [bench("m R=5", "wtc_ext", 2.0, "cuda"),
+                                      bench("m R=5", "graphed", 0.5, "cuda"),
+                                      bench("m R=5", "sequential", 10.0, "cuda"),
+                                      bench("(64, 10)", "wtc_ext", 1.0, op="permute_dims")]})
+    got = {(r["op"], r["impl"], r["baseline"]): r["speedup"] for r in rows}
+    # the graph is one of ours, compared with the sequential runs, not a baseline of the eager stack
+    assert got == {("runs per hour", "wtc_ext", "sequential"): 5.0,
+                   ("runs per hour", "graphed", "sequential"): 20.0,
+                   ("permute_dims", "wtc_ext", None): None}
+
+
+def record(path, device="cpu", graphed=False):
+    """A record in which every model steps R stacked runs in 0.1 + 0.02 (R - 1) s (0.1, 0.18,
+    0.48 s at R = 1, 5, 20), R runs alone in 0.1 R s, and a graph in half the eager time."""
+    import wtc.models
+
+    benches = []
+    for model in wtc.models.MODELS:
+        for runs in (1, 5, 20):
+            stacked = 0.1 + 0.02 * (runs - 1)
+            benches += [bench(f"{model} R={runs}", "wtc_ext", stacked, device),
+                        bench(f"{model} R={runs}", "sequential", 0.1 * runs, device)]
+            if graphed:
+                benches.append(bench(f"{model} R={runs}", "graphed", stacked / 2, device))
+    run = load("run")
+    path.write_text(json.dumps({"machine": {"cpu": "test"},
+                                "ratios": run.ratios({"benchmarks": benches})}))
+    return path
+
+
+def test_study_time_projects_the_sweeps_stacks(tmp_path, capsys):
+    study_time = load("study_time")
+    # mini: 6 models x 2 strengths x 2 seeds = 24 runs of 800 steps, cells of 4 runs
+    assert study_time.main([str(record(tmp_path / "cpu.json")), "--preset", "mini",
+                            "--json", str(tmp_path / "p.json")]) == 0
+    cpu = json.loads((tmp_path / "p.json").read_text())
+    assert (cpu["runs"], cpu["stack"], cpu["stacks"]) == (24, 1, 24)  # a CPU stacks nothing
+    assert cpu["hours"]["alone"] == pytest.approx(24 * 800 * 0.1 / 3600)
+    assert cpu["hours"]["stacked"] == pytest.approx(24 * 800 * 0.1 / 3600)
+    assert "graphed" not in cpu["hours"]
+
+    assert study_time.main([str(record(tmp_path / "cuda.json", "cuda", graphed=True)),
+                            "--preset", "mini", "--stack", "3", "--eval-seconds", "60",
+                            "--json", str(tmp_path / "q.json")]) == 0
+    cuda = json.loads((tmp_path / "q.json").read_text())
+    # each cell of 4 runs is a stack of 3 and one of 1; 3 runs step in 0.14 s (between R = 1, 5)
+    assert (cuda["device"], cuda["stacks"]) == ("cuda", 12)
+    evaluation = 24 * 60
+    assert cuda["hours"]["alone"] == pytest.approx((24 * 800 * 0.1 + evaluation) / 3600)
+    assert cuda["hours"]["stacked"] == pytest.approx((6 * 800 * (0.14 + 0.1) + evaluation) / 3600)
+    assert cuda["hours"]["graphed"] == pytest.approx((6 * 800 * (0.07 + 0.05) + evaluation)
+                                                     / 3600)
+    assert "mini: 24 runs x 800 steps on one cuda, 12 stacks of at most 3" in capsys.readouterr().out
+
+
+def test_study_time_extrapolates_past_the_largest_measured_stack():
+    study_time = load("study_time")
+    measured = {1: 0.1, 5: 0.18, 20: 0.48}
+    assert study_time.stack_step_seconds(measured, 30) == pytest.approx(0.68)
+    assert study_time.stack_step_seconds(measured, 12) == pytest.approx(0.32)
+    assert study_time.stack_step_seconds({4: 0.2}, 2) == pytest.approx(0.1)
+
+
+def test_study_time_refuses_records_without_the_benchmark(tmp_path, capsys):
+    study_time = load("study_time")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"ratios": [{"op": "permute_dims", "device": "cpu",
+                                             "size": "(64, 10)", "baseline": None,
+                                             "wtc_ext_median_s": 1.0,
+                                             "baseline_median_s": None, "speedup": None}]}))
+    with pytest.raises(SystemExit):
+        study_time.main([str(other)])
+    assert "the records hold no runs-per-hour benchmark" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study_time.main([str(record(tmp_path / "cpu.json")), "--device", "cuda"])
+    assert "the records have no cuda measurements (they have: cpu)" in capsys.readouterr().err
