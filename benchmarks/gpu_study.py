@@ -137,7 +137,7 @@ def evaluate_at_once(run_dirs: list, evaluation: dict, device: str) -> float:
     """Seconds for one wave: every run in run_dirs evaluated at once, one process each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "wtc.experiments.jobs", str(d),
+    procs = [subprocess.Popen([sys.executable, "-m", "wtc.experiments", str(d),
                                "--evaluation", json.dumps(evaluation), "--threads", "1",
                                "--device", device], stdout=subprocess.DEVNULL, env=env)
              for d in run_dirs]

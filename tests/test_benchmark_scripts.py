@@ -102,3 +102,29 @@ def test_study_time_refuses_records_without_the_benchmark(tmp_path, capsys):
     with pytest.raises(SystemExit):
         study_time.main([str(record(tmp_path / "cpu.json")), "--device", "cuda"])
     assert "the records have no cuda measurements (they have: cpu)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_study_runs_end_to_end_on_a_cpu(tmp_path):
+    """The script a first GPU session runs, in its CPU smoke-test form: warm-up, plan, stacked
+    training, evaluation and report (about a minute)."""
+    import os
+    import subprocess
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "WTC_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_study.py"), str(out), "--device", "cpu", "--quick",
+         "--warmup-steps", "6", "--min-steps", "12", "--budget", "60", "--seeds", "1", "2",
+         "--models", "wtc-vae", "--eval-jobs", "2", "--work", str(work)],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    study = json.loads((out / "study.json").read_text())
+    assert study["steps"] == 12 and study["plan"]["steps"] == 12 and not study["train_failures"]
+    assert study["sweep"] == {"finished": 4, "done_before": 0, "failed": {}}
+    assert (out / "report" / "table1.md").exists()
+    results = sorted(out.glob("runs/**/result.json"))
+    assert len(results) == 4  # wtc-vae: 2 strengths x 2 seeds, each its own run folder
+    for path in results:
+        assert json.loads(path.read_text())["steps"] == 12

@@ -468,6 +468,8 @@ def test_local_executor_runs_a_stack_in_one_process_and_logs_to_every_run(tmp_pa
     assert read_job(runs[0])["pid"] == read_job(runs[1])["pid"]  # one process
     # the second run's sweep.log has the job's output too (its own file, not a pointer)
     assert (runs[1] / "sweep.log").exists()
+    # the job process starts clean (python -m wtc.experiments: no runpy warning on top of its log)
+    assert "RuntimeWarning" not in (runs[0] / "sweep.log").read_text()
     # a stacked run ends where the same run trained alone does: stacking changes speed, not
     # results, up to the order of float32 sums (tests/test_stacked.py checks equality in
     # float64). Adam divides a gradient by its own size, so a weight whose gradient is a rounding

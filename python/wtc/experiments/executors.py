@@ -273,7 +273,7 @@ def _thread_env(threads: int | None) -> dict:
 
 
 class LocalExecutor(Executor):
-    """``jobs`` child processes at a time on this machine (``python -m wtc.experiments.jobs``),
+    """``jobs`` child processes at a time on this machine (``python -m wtc.experiments``),
     GPUs shared out round-robin; each child's output goes to its runs' RUN/sweep.log."""
 
     name = "local"
@@ -311,7 +311,7 @@ class LocalExecutor(Executor):
         with self._slots:
             if self.stopping:
                 return
-            cmd = [sys.executable, "-m", "wtc.experiments.jobs", *map(str, group),
+            cmd = [sys.executable, "-m", "wtc.experiments", *map(str, group),
                    "--evaluation", json.dumps(evaluation), "--executor", self.name,
                    "--job-id", job_id, "--threads", str(self.threads)]
             if len(group) > 1:

@@ -496,13 +496,13 @@ class _Tee:
 
 
 def main(argv=None) -> int:
-    """``python -m wtc.experiments.jobs RUN [RUN ...] --evaluation JSON``: one job (a run, or a
+    """``python -m wtc.experiments RUN [RUN ...] --evaluation JSON``: one job (a run, or a
     stack of runs) as its own process (what LocalExecutor starts). Prints each run's outcome as
     one JSON line; exit 0 when every run is finished, 1 when any failed (recorded in its
     job.json), else 3 (another process holds a run)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m wtc.experiments.jobs")
+    parser = argparse.ArgumentParser(prog="python -m wtc.experiments")
     parser.add_argument("run_dirs", nargs="+", metavar="run_dir")
     parser.add_argument("--evaluation", default="{}", help="JSON: protocol, metrics, repeats, "
                         "sizes")
@@ -529,7 +529,3 @@ def main(argv=None) -> int:
         print(json.dumps(out), flush=True)
     kinds = {out["outcome"] for out in outs}
     return 1 if "failed" in kinds else 0 if kinds == {"evaluated"} else 3
-
-
-if __name__ == "__main__":
-    sys.exit(main())
