@@ -209,7 +209,15 @@ def test_evaluate_and_wtc_eval(tmp_path, monkeypatch, capsys):
                      "--scale", "0.02", "--device", "cpu"]) == 0
     saved = json.loads((run / "eval.json").read_text())
     assert saved["protocol"] == "dlib" and "scikit-learn" in saved["versions"]
+    assert saved["seeds"] == [0]
     assert "mig" in capsys.readouterr().out
+    # each protocol's default first seed: the authors' evaluate.py starts at 1
+    assert wtc_main(["eval", str(run), "--metrics", "mig", "--protocol", "authors",
+                     "--repeats", "2", "--device", "cpu", "--quiet"]) == 0
+    assert json.loads((run / "eval.json").read_text())["seeds"] == [1, 74]
+    assert wtc_main(["eval", str(run), "--metrics", "mig", "--protocol", "authors",
+                     "--repeats", "2", "--seed", "5", "--device", "cpu", "--quiet"]) == 0
+    assert json.loads((run / "eval.json").read_text())["seeds"] == [5, 78]
 
 
 def test_modularity_matches_a_rederivation():

@@ -332,7 +332,7 @@ def _check_eval_args(args) -> str | None:
         return f"--repeats must be an integer >= 1 (the number of evaluations), got {args.repeats}"
     if not (math.isfinite(args.scale) and args.scale > 0):
         return f"--scale must be a number > 0 (1 is the protocol's sample sizes), got {args.scale}"
-    if args.seed < 0:
+    if args.seed is not None and args.seed < 0:
         return f"--seed must be an integer >= 0, got {args.seed}"
     try:
         protocol_settings(args.protocol, args.repeats, args.scale, _sizes(args.size))
@@ -635,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metrics", nargs="+", default=default_metrics(), choices=list(METRICS))
     ev.add_argument("--protocol", choices=list(PROTOCOLS), default="paper")
     ev.add_argument("--repeats", type=int, default=None, help="default: the protocol's")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=None,
+                    help="the first repeat's seed (repeat i: seed + 73 i); default the "
+                         "protocol's: 1 for authors (their evaluate.py's), else 0")
     ev.add_argument("--scale", type=float, default=1.0,
                     help="multiply every sample size (quick looks; 1 is the protocol)")
     ev.add_argument("--size", action="append", metavar="NAME=N",

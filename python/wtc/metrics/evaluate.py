@@ -1,11 +1,11 @@
 """Run any subset of the metrics on a model and a data set under a named protocol.
 
 ``paper`` (the sizes the paper states in its appendix D): posterior means; ``repeats``
-evaluations (default 50) with seeds seed + 73 i; 12,800 samples for MIG, Modularity and WDG;
+evaluations (default 50) with seeds seed + 73 i (seed 0 by default); 12,800 samples for MIG, Modularity and WDG;
 FactorVAE score with 10,000 / 5,000 votes of batch 64, variances from 12,800 samples, threshold
 0.05, votes balanced over factors.
 ``authors`` (what the WTC authors' code computed with their run_evaluation.sh): the same
-repeats, seeds and metrics, but the sizes their batch loop really yields (:func:`authors_sizes`):
+repeats and metrics, seeds 1 + 73 i by default (their evaluate.py's), but the sizes their batch loop really yields (:func:`authors_sizes`):
 256 samples for MIG, Modularity, WDG and reconstruction, 256 for the FactorVAE score's variances,
 and K * ceil((10,000 // K + 1) / 64) training and K * ceil((5,000 // K + 1) / 64) evaluation
 votes, exactly balanced over the K factors (27 / 14 a factor on dSprites with its colour factor
@@ -100,21 +100,24 @@ def authors_sizes(num_factors: int, num_images: int | None = None, args: dict | 
 
 _AUTHORS_SHARED = authors_sizes(1)  # the sizes that do not depend on the data set: 256 each
 
+# seed: the first repeat's seed when none is given. The authors' evaluate.py takes options.py's
+# --seed default, 1 (run_evaluation.sh sets seed="1" but passes nothing on), so their repeats
+# are seeded 1, 74, 147, ...; the paper states no seed, and disentanglement_lib's study uses 0.
 PROTOCOLS = {
-    "paper": dict(repeats=50, seed_stride=73, num_train=12_800, num_test=5_000,
+    "paper": dict(repeats=50, seed=0, seed_stride=73, num_train=12_800, num_test=5_000,
                   votes_train=10_000, votes_eval=5_000, variance_samples=12_800,
                   balanced_votes=True, sampling="numpy"),
     # votes_train / votes_eval are the vote batches the authors ask for (--train-batches,
     # --eval-batches): the votes drawn depend on the data set's factors (drawn_sizes).
     # num_test: the authors have no metric with a test sample; reconstruction (ours takes
     # num_test images) and any test-set metric get the 256 their --eval-batches 200 yields.
-    "authors": dict(repeats=50, seed_stride=73, num_train=_AUTHORS_SHARED["num_train"],
+    "authors": dict(repeats=50, seed=1, seed_stride=73, num_train=_AUTHORS_SHARED["num_train"],
                     num_test=_AUTHORS_SHARED["num_test"],
                     votes_train=AUTHORS_ARGS["train_vote_batches"],
                     votes_eval=AUTHORS_ARGS["eval_vote_batches"],
                     variance_samples=_AUTHORS_SHARED["variance_samples"],
                     balanced_votes=True, sampling="authors", votes="authors"),
-    "dlib": dict(repeats=1, seed_stride=1, num_train=10_000, num_test=5_000,
+    "dlib": dict(repeats=1, seed=0, seed_stride=1, num_train=10_000, num_test=5_000,
                  votes_train=10_000, votes_eval=5_000, variance_samples=10_000,
                  balanced_votes=False, sampling="dlib"),
 }
@@ -249,11 +252,13 @@ def use_cache(dataset, metrics, n: dict, repeats: int, cache="auto") -> bool:
 
 
 def evaluate(model, dataset, metrics=None, protocol: str = "paper", repeats: int | None = None,
-             seed: int = 0, scale: float = 1.0, sizes: dict | None = None, cache="auto",
+             seed: int | None = None, scale: float = 1.0, sizes: dict | None = None, cache="auto",
              progress: bool = False) -> dict:
     """{metric: {"mean", "std", "values"}} plus the settings used. ``scale`` multiplies every
     sample size (for quick looks; 1.0 is the protocol); ``sizes`` sets named ones outright
-    (num_train, num_test, votes_train, votes_eval, variance_samples). ``metrics``: names in
+    (num_train, num_test, votes_train, votes_eval, variance_samples). ``seed``: the first
+    repeat's (repeat i gets seed + stride i); default the protocol's (``authors``: 1, as their
+    evaluate.py; else 0). ``metrics``: names in
     ``METRICS``; default: the registry's default set. ``cache``: encode every image once and
     look codes up ("auto": when the draws exceed the data set's size; :func:`use_cache`), or a
     :class:`~wtc.metrics.cache.CachedRepresentation` of ``model`` on ``dataset`` to reuse; the
@@ -262,6 +267,8 @@ def evaluate(model, dataset, metrics=None, protocol: str = "paper", repeats: int
     protocol's (what a sweep checks), ``drawn_sizes`` what was drawn on this data set (they
     differ under ``authors``, whose vote counts depend on the factors)."""
     repeats, n = protocol_settings(protocol, repeats, scale, sizes)  # checks protocol
+    if seed is None:
+        seed = PROTOCOLS[protocol]["seed"]
     if isinstance(seed, bool) or int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     metrics = default_metrics() if metrics is None else list(metrics)
