@@ -11,8 +11,8 @@ them from those files as one stacked model, evaluate each, and record each run's
 ``RUN/job.json``.
 
 How many runs a job stacks: the spec's ``stack`` (``wtc sweep --stack N``), else
-:func:`default_stack`: 1 on a CPU, where a stacked step costs about as much as its runs one
-after another; on CUDA, all the runs of a cell up to :data:`STACK_CAP`, fewer when the memory
+:func:`default_stack`: 1 on a CPU, where a stacked step costs as much as its runs one after
+another or a little more (benchmarks/README.md, runs per hour); on CUDA, all the runs of a cell up to :data:`STACK_CAP`, fewer when the memory
 of a local GPU (shared by the jobs on it) holds fewer at :data:`RUN_GPU_BYTES` a run. A run is skipped when its training
 and its evaluation are both complete, only evaluated when training is, and resumed from its
 checkpoint when training stopped part-way, so killing and restarting a sweep loses at most the
