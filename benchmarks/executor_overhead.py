@@ -27,7 +27,7 @@ def make_run(root: Path, name: str) -> Path:
 
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    config = TrainConfig(model="beta-vae", data="dsprites-procedural", data_options={"step": 4},
+    config = TrainConfig(model="beta-vae", data="dsprites-procedural", data_options={"grid_step": 4},
                          steps=5, batch_size=16, checkpoint_every=5, log_every=1,
                          eval_samples=64, progress=False, tensorboard=False, device="cpu")
     write_json_atomic(config.to_json(), run_dir / "config.json")
@@ -78,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from wtc.data import load
 
-    load("dsprites-procedural", step=4)  # build the procedural cache once, outside timings
+    load("dsprites-procedural", grid_step=4)  # build the procedural cache once, outside timings
     from wtc.experiments.executors import LocalExecutor, RayExecutor, SlurmExecutor
 
     results = {}

@@ -31,7 +31,7 @@ def measure(model: str, device: str, pairs: int, warmup: int = 5) -> dict:
     from wtc.train import TrainConfig, Trainer
 
     config = TrainConfig(model=model, data="dsprites-procedural",
-                         data_options={"step": (1, 1, 1, 4, 2, 2)}, steps=1, progress=False,
+                         data_options={"grid_step": (1, 1, 1, 4, 2, 2)}, steps=1, progress=False,
                          device=device, seed=0)
     ours, pure = (Trainer(config, tempfile.mkdtemp()) for _ in range(2))
     ds = ours.dataset

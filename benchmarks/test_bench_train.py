@@ -40,7 +40,7 @@ def data_cache(tmp_path_factory):
 @pytest.mark.parametrize("device", DEVICES)
 def test_training_step(bench, data_cache, device, model, impl):
     config = TrainConfig(model=model, data="dsprites-procedural",
-                         data_options={"step": (1, 1, 1, 4, 2, 2)}, steps=1, progress=False,
+                         data_options={"grid_step": (1, 1, 1, 4, 2, 2)}, steps=1, progress=False,
                          device=device)
     trainer = Trainer(config, tempfile.mkdtemp())
     ds = trainer.dataset

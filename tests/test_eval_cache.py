@@ -31,7 +31,7 @@ def small(tmp_path_factory):
     old = os.environ.get("WTC_CACHE")
     os.environ["WTC_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     try:
-        dataset = load("dsprites-procedural", step=(1, 1, 2, 8, 8, 8))
+        dataset = load("dsprites-procedural", grid_step=(1, 1, 2, 8, 8, 8))
         dataset.batch([0])  # render now, inside the temporary cache
     finally:
         if old is None:

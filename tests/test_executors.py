@@ -62,7 +62,7 @@ def make_run(root: Path, name: str, seed: int = 0, steps: int = 30, **extra) -> 
     """A run folder with its config.json, as the sweep writes it."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    config = TrainConfig(model="beta-vae", data="dsprites-procedural", data_options={"step": 4},
+    config = TrainConfig(model="beta-vae", data="dsprites-procedural", data_options={"grid_step": 4},
                          steps=steps, batch_size=16, checkpoint_every=10, log_every=10,
                          eval_samples=64, progress=False, tensorboard=False, seed=seed,
                          device="cpu", **extra)

@@ -395,7 +395,7 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     from wtc.experiments import run_sweep
 
     spec = from_dict({"name": "fail", "data": ["dsprites-procedural"],
-                      "data_options": {"dsprites-procedural": {"step": 4}},
+                      "data_options": {"dsprites-procedural": {"grid_step": 4}},
                       "models": ["wae"], "seeds": [1, 2], "steps": 2, "checkpoint_every": 1,
                       "strengths": {"wae": [1.0]},
                       "eval": {"repeats": 1, "metrics": ["wdg"],
@@ -452,7 +452,7 @@ def test_train_table_and_axes_expand_into_runs_and_their_config_files(tmp_path):
     assert (cfg.model, cfg.data, cfg.seed, cfg.steps, cfg.lr, cfg.adversary_steps) == (
         "wtc-wae", "dsprites-procedural", 1, 30, 1e-4, 5)
     assert (cfg.beta, cfg.gamma, cfg.latent_dim, cfg.adam_betas) == (2.0, 20.0, 6, (0.5, 0.9))
-    assert cfg.data_options == {"step": 4} and cfg.device == "cpu" and not cfg.progress
+    assert cfg.data_options == {"grid_step": 4} and cfg.device == "cpu" and not cfg.progress
     run_dir = tmp_path / "sweep" / run.id
     run_dir.mkdir(parents=True)
     written = write_run_config(spec, run, run_dir, "cpu")
@@ -504,7 +504,7 @@ def test_a_sweep_with_an_axis_trains_each_run_from_its_config_file(tmp_path):
     from wtc.experiments import run_sweep
 
     spec = from_dict({"name": "axis", "data": ["dsprites-procedural"],
-                      "data_options": {"dsprites-procedural": {"step": 4}},
+                      "data_options": {"dsprites-procedural": {"grid_step": 4}},
                       "models": ["wae"], "seeds": [1], "steps": 2, "checkpoint_every": 1,
                       "strengths": {"wae": [1.0]}, "axes": {"latent_dim": [4, 6]},
                       "eval": {"repeats": 1, "metrics": ["wdg"],

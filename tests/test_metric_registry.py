@@ -84,7 +84,7 @@ def test_a_registered_metric_runs_through_evaluate_and_wtc_eval(code_spread, tmp
     monkeypatch.setenv("WTC_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     train(TrainConfig(model="beta-vae", data="dsprites-procedural",
-                      data_options={"step": (1, 1, 2, 8, 4, 4)}, steps=2, batch_size=8,
+                      data_options={"grid_step": (1, 1, 2, 8, 4, 4)}, steps=2, batch_size=8,
                       progress=False, device="cpu", eval_samples=32), run)
     model, _, dataset = load_run(run, device="cpu")
     result = evaluate(model, dataset, metrics=["code_spread", "mig"], repeats=2, scale=0.02)

@@ -195,7 +195,7 @@ def test_evaluate_and_wtc_eval(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WTC_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     train(TrainConfig(model="beta-vae", data="dsprites-procedural",
-                      data_options={"step": (1, 1, 2, 8, 4, 4)}, steps=5, batch_size=8,
+                      data_options={"grid_step": (1, 1, 2, 8, 4, 4)}, steps=5, batch_size=8,
                       progress=False, device="cpu", eval_samples=32), run)
     model, _, dataset = load_run(run, device="cpu")
     result = evaluate(model, dataset, metrics=["mig", "wdg", "factor_vae", "reconstruction"],

@@ -14,7 +14,7 @@ NAMES = list(models.MODELS)
 
 @pytest.fixture(scope="module")
 def batch():
-    ds = load("dsprites-procedural", step=(1, 1, 2, 8, 4, 4), cache=False)
+    ds = load("dsprites-procedural", grid_step=(1, 1, 2, 8, 4, 4), cache=False)
     return ds.batch(np.random.default_rng(0).integers(0, len(ds), 32))
 
 
