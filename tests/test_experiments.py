@@ -296,7 +296,7 @@ lr = 5e-4
 beta-vae = [4]
 wtc-vae = [10]
 [data_options.dsprites-procedural]
-step = 4
+grid_step = 4
 [eval]
 repeats = 2
 metrics = ["factor_vae", "wdg", "modularity", "mig", "reconstruction"]
@@ -438,7 +438,7 @@ def test_train_table_and_axes_expand_into_runs_and_their_config_files(tmp_path):
     path.write_text('data = ["dsprites-procedural"]\nmodels = ["wtc-vae", "wtc-wae"]\n'
                     'seeds = [1]\nsteps = 30\n[strengths]\nwtc-vae = [10]\nwtc-wae = [20]\n'
                     '[fixed]\nwtc-wae = {beta = 2.0}\n'
-                    '[data_options.dsprites-procedural]\nstep = 4\n'
+                    '[data_options.dsprites-procedural]\ngrid_step = 4\n'
                     '[train]\nlatent_dim = 6\nadam_betas = [0.5, 0.9]\n'
                     '[axes]\nlr = [1e-4, 5e-4]\nadversary_steps = [1, 5]\n')
     spec = load_spec(path)
@@ -548,7 +548,7 @@ checkpoint_every = 1
 [strengths]
 wae = [1.0]
 [data_options.dsprites-procedural]
-step = 4
+grid_step = 4
 [eval]
 repeats = 1
 metrics = ["wdg"]
