@@ -343,18 +343,36 @@ def test_split_and_order_train_end_to_end(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", list(MODELS))
-def test_graphed_stack_matches_eager(tmp_path, name):
-    configs = stack_configs(name, steps=8, device="cuda")
+def test_graphed_stack_matches_eager(tmp_path, name, monkeypatch):
+    # the same convolution algorithms in both (cuDNN's default wgrad may sum in any order)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    steps = 8
+    configs = stack_configs(name, steps=steps, device="cuda")
     eager = Trainer(configs, [tmp_path / f"e{i}" for i in range(3)])
     eager.run()
     graphed = Trainer(configs, [tmp_path / f"g{i}" for i in range(3)], cuda_graph=True)
     graphed.run()
     assert graphed._graph is not None  # steps 4..8 replayed the graph
+    lr = configs[0].lr
     for i in range(3):
-        assert relative_error(graphed.run_model(i).state_dict(),
-                              eager.run_model(i).state_dict()) < 1e-3
+        # every step's terms: a replay that kept a stale batch or stale random numbers would
+        # compute other losses
         log_g, log_e = read_log(tmp_path / f"g{i}"), read_log(tmp_path / f"e{i}")
-        assert log_g[8]["loss"] == pytest.approx(log_e[8]["loss"], rel=1e-3)
+        assert sorted(log_g) == sorted(log_e) == list(range(1, steps + 1))
+        for step in log_e:
+            for term, value in log_e[step].items():
+                if isinstance(value, float):
+                    assert log_g[step][term] == pytest.approx(value, rel=1e-3, abs=1e-4), (
+                        step, term)
+        # The graph steps with fused Adam, eager with the default: the same up to rounding,
+        # which Adam can turn into a step the other way for a weight whose gradient is a
+        # rounding error from zero (at most 2 lr a step); the typical weight differs by rounding.
+        g_state, e_state = graphed.run_model(i).state_dict(), eager.run_model(i).state_dict()
+        for key, want in e_state.items():
+            diff = (g_state[key].float() - want.float()).abs()
+            assert diff.max() <= 2 * lr * steps, (key, diff.max())
+            assert diff.median() <= 1e-5, (key, diff.median())
 
 
 def test_cuda_graph_needs_cuda(tmp_path):
