@@ -423,6 +423,9 @@ def test_several_runs_refusals(tmp_path, capsys, monkeypatch):
     for argv in (["--seeds", "1", "2"], ["--seed", "1"]):  # one run too goes through train_runs
         refused(capsys, ["train", *argv, "--cuda-graph", "--out", out], "--cuda-graph",
                 "train on cpu", "drop --cuda-graph")
+    refused(capsys, ["train", "--model", "wtc-vae", "--seeds", "1", "2", "--adversary-steps", "3",
+                     "--cuda-graph", "--out", out], "--cuda-graph takes --adversary-steps 1",
+            "got 3")
     (tmp_path / "seed=2").write_text("x")
     refused(capsys, ["train", "--seeds", "1", "2", "--out", tmp_path], "seed=2 is a file")
     assert not out.exists()

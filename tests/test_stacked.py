@@ -378,6 +378,9 @@ def test_graphed_stack_matches_eager(tmp_path, name, monkeypatch):
 def test_cuda_graph_needs_cuda(tmp_path):
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
         Trainer(config(model="beta-vae"), tmp_path / "r", cuda_graph=True)
+    # before any step: a graph replays one adversary step on the codes of its captured batch
+    with pytest.raises(ValueError, match="cuda_graph takes adversary_steps 1.*got 2"):
+        Trainer(config(model="wtc-vae", adversary_steps=2), tmp_path / "s", cuda_graph=True)
 
 
 def test_trainer_refuses_a_failed_resume_of_a_mixed_stack(tmp_path):

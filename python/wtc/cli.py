@@ -250,6 +250,10 @@ def _train_many(args, lists: dict) -> int:
             config.validate()
             configs.append(config)
         if args.cuda_graph:
+            if configs[0].adversary_steps > 1:
+                return _refuse("train", "--cuda-graph takes --adversary-steps 1 (the further "
+                                        "adversary steps' fresh batches are drawn on the host), "
+                                        f"got {configs[0].adversary_steps}")
             device = pick_device(configs[0].device)
             if device.type != "cuda":
                 return _refuse("train", f"--cuda-graph captures the training step as a CUDA "

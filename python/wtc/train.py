@@ -676,6 +676,9 @@ class Trainer:
         self.runs = runs
         self.config = config = runs[0].config
         self.stacked = len(runs) > 1
+        if cuda_graph and config.adversary_steps > 1:  # refused now, not at the capture
+            raise ValueError("cuda_graph takes adversary_steps 1 (the further adversary steps' "
+                             f"fresh batches are drawn on the host), got {config.adversary_steps}")
         self.device = pick_device(config.device)
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph needs a CUDA device, got {self.device}")
@@ -935,9 +938,6 @@ class Trainer:
                     terms = self.step(x)
                 torch.cuda.current_stream(self.device).wait_stream(self._side)
                 return terms
-            if self.config.adversary_steps > 1:
-                raise TrainingError("--cuda-graph takes adversary_steps 1 (the fresh batches "
-                                    "of further adversary steps are drawn on the host)")
             self._static_x = x.clone()
             graph = torch.cuda.CUDAGraph()
             for g in self.generators:
