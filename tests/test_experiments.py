@@ -806,6 +806,19 @@ def test_gpu_check_orders_its_stages_by_value_and_fits_them_in_the_budget(tmp_pa
     assert unlimited.stdout.count("would run") == 6 and "skipped" not in unlimited.stdout
 
 
+def test_gpu_check_runs_only_the_stages_asked_for(tmp_path):
+    # a second call on a warm machine: the extension is built, the benchmarks still to run
+    done = _gpu_check(tmp_path / "a", "--budget", "300", "--stages", "bench,paired", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    fates = dict(line.split(": ", 2)[1:] for line in done.stdout.splitlines()[:-1])
+    assert fates == {"build": "not in --stages", "cuda_tests": "not in --stages",
+                     "study": "not in --stages", "bench": "would run, cut after 240 s",
+                     "paired": "would run, cut after 120 s", "cpu_tests": "not in --stages"}
+    bad = _gpu_check(tmp_path / "b", "--stages", "bench,fast", "--dry-run")
+    assert bad.returncode == 2
+    assert "unknown stage fast in --stages (the stages: build, cuda_tests, study" in bad.stderr
+
+
 def test_gpu_check_refuses_a_budget_that_is_not_seconds(tmp_path):
     bad = _gpu_check(tmp_path, "--budget", "9m", "--dry-run")
     assert bad.returncode == 2 and "--budget takes whole seconds, got 9m" in bad.stderr
