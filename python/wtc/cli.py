@@ -167,21 +167,29 @@ def _cmd_train(args) -> int:
     return _train_many(args, lists)
 
 
+def _train_config(args, base):
+    """The TrainConfig of ``wtc train``'s flags: --config's file (``base``), then every flag
+    given over it (two views of the same fields), the data options and --quiet."""
+    from wtc.train import config_from_args
+
+    config = config_from_args(args, base)
+    options = _data_options(args)
+    if options:
+        config.data_options = {**config.data_options, **options}
+    if args.quiet:
+        config.progress = False
+    return config
+
+
 def _train_one(args) -> int:
     """One run in --out, as wtc train has always trained it."""
     from wtc.data import DataSetError
-    from wtc.train import TrainConfig, Trainer, TrainingError, config_from_args
+    from wtc.train import TrainConfig, Trainer, TrainingError
 
     trainer = None
     try:
-        # --config's file, then every flag given over it: two views of the same fields
         base = TrainConfig.from_file(args.config) if args.config else None
-        config = config_from_args(args, base)
-        options = _data_options(args)
-        if options:
-            config.data_options = {**config.data_options, **options}
-        if args.quiet:
-            config.progress = False
+        config = _train_config(args, base)
         trainer = Trainer(config, Path(args.out), resume=args.resume, overwrite=args.overwrite)
         result = trainer.run()
     except (ValueError, TrainingError, DataSetError) as err:
@@ -228,7 +236,6 @@ def _train_many(args, lists: dict) -> int:
     from wtc.train import (
         TrainConfig,
         TrainingError,
-        config_from_args,
         pick_device,
         train_runs,
     )
@@ -241,12 +248,7 @@ def _train_many(args, lists: dict) -> int:
             one = copy.copy(args)
             for name, value in values.items():
                 setattr(one, name, value)
-            config = config_from_args(one, base)
-            options = _data_options(args)
-            if options:
-                config.data_options = {**config.data_options, **options}
-            if args.quiet:
-                config.progress = False
+            config = _train_config(one, base)
             config.validate()
             configs.append(config)
         if args.cuda_graph:
