@@ -5,8 +5,10 @@
 // Layout of csrc/, by backend as torchvision lays out its ops: each op family's folder holds
 // <op>.h/.cpp (schema and argument checks), cpu/ (the CPU kernel), cuda/ (the host glue, the
 // kernels' .cu and their launchers' header, free of torch headers) and autograd/ (the Autograd
-// kernel); common/ holds what several families share (random streams, the column shuffle, the
-// radix sort, per-thread buffers).
+// kernel); <op>_aten.cpp holds the device algorithm around the CUDA kernels, on ATen ops and
+// kernels passed in. common/ holds what several families share (random streams, the column
+// shuffle, the radix sort, per-thread buffers); testing/ runs the device algorithms on the CPU
+// with the kernels emulated, so that the tests check them without a GPU.
 //
 // Autograd has one home, C++ (the autograd/ folders): permute_dims and mlp_critic_loss need it
 // there for speed (a Python autograd registration cost a third of mlp_critic_loss's time at batch
@@ -17,6 +19,7 @@
 #include <torch/version.h>
 
 #include "common/column_shuffle.h"
+#include "testing/device_glue_on_cpu.h"
 
 #ifdef WTC_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -69,4 +72,11 @@ PYBIND11_MODULE(_wtc_ext, m) {
   m.def("build_info", &build_info, "How this extension was built: CUDA or not, versions.");
   m.def("permute_dims", &permute_dims, pybind11::arg("z"), pybind11::kw_only(),
         pybind11::arg("generator") = pybind11::none(), pybind11::arg("return_index") = true);
+  // For the tests only (testing/device_glue_on_cpu.h): the CUDA ops' host side on the CPU.
+  m.def("_use_device_glue_on_cpu", &wtc::use_device_glue_on_cpu,
+        "Make the CPU kernels of every op the CUDA algorithms on emulated kernels (for good).");
+  m.def("_shuffle_keys_on_cpu", &wtc::shuffle_keys_on_cpu, pybind11::arg("z"),
+        pybind11::arg("seed"), pybind11::arg("offset"));
+  m.def("_shared_shuffle_on_cpu", &wtc::shared_shuffle_on_cpu, pybind11::arg("z"),
+        pybind11::arg("seed"), pybind11::arg("offset"));
 }

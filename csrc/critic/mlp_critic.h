@@ -38,7 +38,8 @@ const c10::TypedOperatorHandle<MlpCriticLossSignature>& stacked_mlp_critic_loss_
 // as autograd's norm does.
 using PenaltyFn = std::function<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double, double)>;
 
-// The algorithm on ATen ops, for any device with a penalty kernel (the CPU has its own kernel).
+// The algorithm on ATen ops, for any device with a penalty kernel (the CPU has its own kernel):
+// the single op runs the stacked one on a stack of one.
 CriticLossResult mlp_critic_loss_impl(const at::Tensor& p, const at::Tensor& q,
                                       const at::Tensor& alpha, at::TensorList weights,
                                       at::TensorList biases, double w1_weight, double gp_weight,

@@ -2,6 +2,7 @@
 // penalty and the penalty's gradient in one pass over g.
 #include <cstdint>
 
+#include "critic/penalty_row.h"
 #include "critic/cuda/mlp_critic_cuda.h"
 
 namespace wtc {
@@ -27,7 +28,7 @@ __global__ void penalty_rows_kernel(const scalar_t* __restrict__ g, scalar_t* __
   const double norm = sqrt(sq);
   const double r = norm - center;
   if (lane == 0) per_row[row] = static_cast<scalar_t>(r * r);
-  const double coef = norm > 0 ? scale * 2.0 * r / (static_cast<double>(batch) * norm) : 0.0;
+  const double coef = penalty_gradient_factor(norm, center, scale, batch);
   for (int64_t k = lane; k < d; k += 32) {
     G[row * d + k] = static_cast<scalar_t>(coef * static_cast<double>(x[k]));
   }

@@ -1,4 +1,5 @@
-// wtc_ext::permute_dims on CUDA: host side (generator, stream, dispatch between the paths).
+// wtc_ext::permute_dims on CUDA: host side (generator, stream); the algorithm is
+// permute_dims_by_sort (permute_dims_aten.cpp) on the kernels of permute_dims_kernel.cu.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -6,7 +7,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <limits>
 #include <mutex>
 
 #include "permute_dims/permute_dims.h"
@@ -15,45 +15,36 @@
 namespace wtc {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> permute_dims_cuda(const at::Tensor& z_in,
+std::tuple<at::Tensor, at::Tensor> permute_dims_cuda(const at::Tensor& z,
                                                       std::optional<at::Generator> generator,
                                                       bool return_index) {
-  check_permute_dims_args(z_in, generator);
-  const c10::cuda::CUDAGuard device_guard(z_in.device());
-  const at::Tensor z = z_in.contiguous();
-  const PermuteShape s = permute_shape(z);
-  const auto index_opts = z.options().dtype(at::kLong);
-  const at::IntArrayRef index_shape = return_index ? z.sizes() : at::IntArrayRef{0};
-  if (z.numel() == 0) {
-    return {at::empty(z.sizes(), z.options()), at::empty(index_shape, index_opts)};
-  }
-  if (s.B == 1) {
-    return {z.clone(at::MemoryFormat::Contiguous), at::zeros(index_shape, index_opts)};
-  }
-  auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
-      generator, at::cuda::detail::getDefaultCUDAGenerator());
-  at::PhiloxCudaState philox;
-  {
-    std::lock_guard<std::mutex> lock(gen->mutex_);
-    philox = gen->philox_cuda_state(4);
-  }
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-
-  if (s.B <= kPermuteSharedMaxRows) {
-    at::Tensor out = at::empty(z.sizes(), z.options());
-    at::Tensor index = at::empty(index_shape, index_opts);
-    C10_CUDA_CHECK(launch_permute_dims_shared(z.const_data_ptr(), out.data_ptr(),
-                                              return_index ? index.data_ptr<int64_t>() : nullptr,
-                                              s.L, s.B, s.d,
-                                              static_cast<int>(z.element_size()), philox, stream));
-    return {out, index};
-  }
-  at::Tensor keys = at::empty(z.sizes(), z.options().dtype(at::kLong));
-  C10_CUDA_CHECK(
-      launch_permute_dims_keys(keys.data_ptr<int64_t>(), s.L, s.B, s.d, philox, stream));
-  at::Tensor index = std::get<1>(at::sort(keys, /*stable=*/true, /*dim=*/-2, /*descending=*/false));
-  at::Tensor out = z.gather(-2, index);
-  return {out, return_index ? index : at::empty({0}, index_opts)};
+  check_permute_dims_args(z, generator);
+  const c10::cuda::CUDAGuard device_guard(z.device());
+  auto draw = [&]() {
+    auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
+        generator, at::cuda::detail::getDefaultCUDAGenerator());
+    at::PhiloxCudaState philox;
+    {
+      std::lock_guard<std::mutex> lock(gen->mutex_);
+      philox = gen->philox_cuda_state(4);
+    }
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    SortShuffleKernels kernels;
+    kernels.shared = [philox, stream](const at::Tensor& z, const at::Tensor& out,
+                                      int64_t* index) {
+      const PermuteShape s = permute_shape(z);
+      C10_CUDA_CHECK(launch_permute_dims_shared(z.const_data_ptr(), out.data_ptr(), index, s.L,
+                                                s.B, s.d, static_cast<int>(z.element_size()),
+                                                philox, stream));
+    };
+    kernels.keys = [philox, stream](const at::Tensor& keys) {
+      const PermuteShape s = permute_shape(keys);
+      C10_CUDA_CHECK(
+          launch_permute_dims_keys(keys.data_ptr<int64_t>(), s.L, s.B, s.d, philox, stream));
+    };
+    return kernels;
+  };
+  return permute_dims_by_sort(z, return_index, draw);
 }
 
 }  // namespace

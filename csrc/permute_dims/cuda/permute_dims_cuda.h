@@ -9,12 +9,9 @@
 
 namespace wtc {
 
-// Largest B for the one-launch shared-memory path; larger B sorts random keys instead.
-constexpr int64_t kPermuteSharedMaxRows = 2048;
-
 // z, out: (L, B, d) contiguous, elements of elem_size bytes; index: (L, B, d) int64, or nullptr
 // when the caller does not want it.
-// Requires 2 <= B <= kPermuteSharedMaxRows.
+// Requires 2 <= B <= sort_shuffle::kSharedMaxRows (permute_dims/sort_shuffle.h).
 cudaError_t launch_permute_dims_shared(const void* z, void* out, int64_t* index, int64_t L,
                                        int64_t B, int64_t d, int elem_size,
                                        at::PhiloxCudaState philox, cudaStream_t stream);

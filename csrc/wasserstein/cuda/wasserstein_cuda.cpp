@@ -1,5 +1,5 @@
-// Sorted-CDF Wasserstein ops on CUDA: ATen's segmented sorts, then the merge kernels. (The CPU
-// kernels in cpu/wasserstein_kernel.cpp sort inside the kernel with a radix sort instead.)
+// Sorted-CDF Wasserstein ops on CUDA: the algorithms of wasserstein_aten.cpp (ATen's segmented
+// sorts) on the merge kernels of wasserstein_kernel.cu, on the current stream.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -9,7 +9,6 @@
 #include <utility>
 #include <vector>
 
-#include "common/column_shuffle.h"
 #include "wasserstein/wasserstein.h"
 #include "wasserstein/cuda/wasserstein_cuda.h"
 
@@ -17,145 +16,45 @@ namespace wtc {
 namespace {
 
 const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
+void* mutable_ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
-at::Tensor sorted_rows_w1_cuda(const at::Tensor& a, const at::Tensor& wa, const at::Tensor& b,
-                               const at::Tensor& wb, const at::Tensor& grad, at::Tensor* grad_a,
-                               at::Tensor* grad_b) {
-  const int64_t R = a.size(0);
-  at::Tensor out = at::empty({R}, a.options());
-  C10_CUDA_CHECK(launch_sorted_rows_w1(
-      a.const_data_ptr(), ptr_or_null(wa), b.const_data_ptr(), ptr_or_null(wb), R, a.size(1),
-      b.size(1), out.data_ptr(), ptr_or_null(grad), grad_a ? grad_a->data_ptr() : nullptr,
-      grad_b ? grad_b->data_ptr() : nullptr, a.scalar_type() == at::kDouble,
-      at::cuda::getCurrentCUDAStream()));
-  return out;
-}
-
-// Sort both samples along the last dim (ATen's segmented sort), then one merge per row.
-std::pair<at::Tensor, at::Tensor> sorted_with_weights(const at::Tensor& x,
-                                                      const std::optional<at::Tensor>& w) {
-  auto [values, order] = x.sort(-1);
-  at::Tensor weights = w.has_value() ? w->gather(-1, order).contiguous() : at::Tensor();
-  return {values.contiguous(), weights};
+const MergeKernels& cuda_merge_kernels() {
+  static const MergeKernels kernels{
+      [](const at::Tensor& a, const at::Tensor& wa, const at::Tensor& b, const at::Tensor& wb,
+         const at::Tensor& out, const at::Tensor& grad, const at::Tensor& grad_a,
+         const at::Tensor& grad_b) {
+        C10_CUDA_CHECK(launch_sorted_rows_w1(
+            a.const_data_ptr(), ptr_or_null(wa), b.const_data_ptr(), ptr_or_null(wb), a.size(0),
+            a.size(1), b.size(1), out.data_ptr(), ptr_or_null(grad), mutable_ptr_or_null(grad_a),
+            mutable_ptr_or_null(grad_b), a.scalar_type() == at::kDouble,
+            at::cuda::getCurrentCUDAStream()));
+      },
+      [](const at::Tensor& a, const at::Tensor& a_start, const at::Tensor& a_len,
+         const at::Tensor& b, const at::Tensor& b_start, const at::Tensor& b_len,
+         const at::Tensor& out) {
+        C10_CUDA_CHECK(launch_segments_w1(
+            a.const_data_ptr(), a_start.const_data_ptr<int64_t>(),
+            a_len.const_data_ptr<int64_t>(), b.const_data_ptr(),
+            b_start.const_data_ptr<int64_t>(), b_len.const_data_ptr<int64_t>(), out.numel(),
+            out.data_ptr(), a.scalar_type() == at::kDouble, at::cuda::getCurrentCUDAStream()));
+      }};
+  return kernels;
 }
 
 at::Tensor wasserstein_1d_cuda(const at::Tensor& u, const at::Tensor& v,
                                const std::optional<at::Tensor>& u_weights,
                                const std::optional<at::Tensor>& v_weights) {
   const c10::cuda::CUDAGuard guard(u.device());
-  check_wasserstein_1d_args(u, v, u_weights, v_weights);
-  if (u.size(0) == 0) return at::empty({0}, u.options());
-  if (u.size(1) == 0 || v.size(1) == 0) return at::full({u.size(0)}, NAN, u.options());
-  auto [us, uw] = sorted_with_weights(u, u_weights);
-  auto [vs, vw] = sorted_with_weights(v, v_weights);
-  return sorted_rows_w1_cuda(us, uw, vs, vw, at::Tensor(), nullptr, nullptr);
+  return wasserstein_1d_by_merge(u, v, u_weights, v_weights, cuda_merge_kernels());
 }
 
 std::tuple<at::Tensor, at::Tensor> wasserstein_1d_backward_cuda(
     const at::Tensor& grad, const at::Tensor& u, const at::Tensor& v,
     const std::optional<at::Tensor>& u_weights, const std::optional<at::Tensor>& v_weights) {
   const c10::cuda::CUDAGuard guard(u.device());
-  check_wasserstein_1d_args(u, v, u_weights, v_weights);
-  if (u.numel() == 0 || v.numel() == 0) return {at::zeros_like(u), at::zeros_like(v)};
-  auto [us, u_order] = u.sort(-1);
-  auto [vs, v_order] = v.sort(-1);
-  at::Tensor uw = u_weights.has_value() ? u_weights->gather(-1, u_order).contiguous() : at::Tensor();
-  at::Tensor vw = v_weights.has_value() ? v_weights->gather(-1, v_order).contiguous() : at::Tensor();
-  at::Tensor grad_us = at::empty_like(us, at::MemoryFormat::Contiguous);
-  at::Tensor grad_vs = at::empty_like(vs, at::MemoryFormat::Contiguous);
-  sorted_rows_w1_cuda(us.contiguous(), uw, vs.contiguous(), vw, grad.contiguous(), &grad_us,
-                      &grad_vs);
-  return {at::zeros_like(u).scatter_(-1, u_order, grad_us),
-          at::zeros_like(v).scatter_(-1, v_order, grad_vs)};
+  return wasserstein_1d_backward_by_merge(grad, u, v, u_weights, v_weights, cuda_merge_kernels());
 }
 
-// Per factor: a stable sort of the labels (in the column's sorted order) groups every column
-// into per-label samples that stay sorted; one merge per (column, label) segment.
-at::Tensor conditional_wasserstein_2d_cuda(const at::Tensor& z_in, const at::Tensor& labels,
-                                           const std::optional<at::Tensor>& reference_values,
-                                           const std::optional<at::Tensor>& reference_index,
-                                           int64_t num_classes, bool permuted,
-                                           std::optional<at::Generator> generator,
-                                           bool scale_by_range) {
-  check_conditional_args(z_in, labels, reference_values, reference_index, num_classes, permuted);
-  std::optional<at::Tensor> reference = reference_values;
-  if (permuted) {
-    // permute_dims's permutation of the columns, computed on (d, N, 1) as the CPU kernel's
-    // column streams are numbered (column j is stream j either way).
-    reference = std::get<0>(permute_dims_op().call(z_in.t().unsqueeze(-1), std::move(generator),
-                                                   /*return_index=*/false))
-                    .squeeze(-1)
-                    .t();
-  }
-  if (reference_index.has_value()) {
-    const at::Tensor sorted_index = std::get<0>(reference_index->sort(0));
-    TORCH_CHECK_VALUE(
-        sorted_index.equal(at::arange(z_in.size(0), reference_index->options())
-                               .view({-1, 1})
-                               .expand_as(sorted_index)),
-        "conditional_wasserstein: reference_index must hold a permutation of 0..N-1 in every "
-        "column");
-    reference = z_in.gather(0, *reference_index);
-  }
-  const c10::cuda::CUDAGuard guard(z_in.device());
-  const int64_t N = z_in.size(0), d = z_in.size(1), K = labels.size(1), C = num_classes;
-  at::Tensor out = at::full({d, K, C}, NAN, z_in.options());
-  if (N == 0 || d == 0 || K == 0) return out;
-  const auto long_opts = labels.options();
-  auto [z_sorted, z_order] = z_in.sort(0);
-  at::Tensor r_sorted, r_order;
-  if (reference.has_value()) std::tie(r_sorted, r_order) = reference->sort(0);
-  const at::Tensor column_start = (at::arange(d, long_opts) * N).view({d, 1});
-  const at::Tensor z_columns = z_sorted.t().contiguous();  // (d, N), each column sorted
-  const bool is_double = z_in.scalar_type() == at::kDouble;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-
-  for (int64_t k = 0; k < K; ++k) {
-    const at::Tensor lab = labels.select(1, k);
-    const at::Tensor counts = at::bincount(lab, {}, C);                    // (C)
-    const at::Tensor starts = at::cumsum(counts, 0) - counts;              // (C)
-    auto grouped = [&](const at::Tensor& sorted, const at::Tensor& order) {
-      const at::Tensor lab_sorted = lab.index_select(0, order.reshape(-1)).view({N, d});
-      const at::Tensor perm = std::get<1>(lab_sorted.sort(/*stable=*/true, 0, false));
-      return sorted.gather(0, perm).t().contiguous();  // (d, N), grouped by label, sorted
-    };
-    const at::Tensor a = grouped(z_sorted, z_order);
-    const at::Tensor a_start = (column_start + starts.view({1, C})).contiguous();
-    const at::Tensor a_len = counts.view({1, C}).expand({d, C}).contiguous();
-    at::Tensor b, b_start, b_len;
-    if (reference.has_value()) {
-      b = grouped(r_sorted, r_order);
-      b_start = a_start;
-      b_len = a_len;
-    } else {
-      b = z_columns;
-      b_start = column_start.expand({d, C}).contiguous();
-      b_len = at::full({d, C}, N, long_opts);
-    }
-    at::Tensor out_k = at::empty({d, C}, z_in.options());
-    C10_CUDA_CHECK(launch_segments_w1(a.const_data_ptr(), a_start.const_data_ptr<int64_t>(),
-                                      a_len.const_data_ptr<int64_t>(), b.const_data_ptr(),
-                                      b_start.const_data_ptr<int64_t>(),
-                                      b_len.const_data_ptr<int64_t>(), d * C, out_k.data_ptr(),
-                                      is_double, stream));
-    out.select(1, k).copy_(out_k);
-  }
-  if (scale_by_range) {
-    at::Tensor span = z_sorted.select(0, N - 1) - z_sorted.select(0, 0);  // (d)
-    span = at::where(span > 0, span, at::ones_like(span));  // constant columns unscaled
-    out.div_(span.view({d, 1, 1}));
-  }
-  return out;
-}
-
-// (R, N, d) as the (N, R * d) matrix of the runs' columns side by side.
-at::Tensor runs_as_columns(const at::Tensor& t) {
-  return t.permute({1, 0, 2}).reshape({t.size(1), t.size(0) * t.size(2)});
-}
-
-// z (N, d) as above; z (R, N, d): the runs' columns side by side, the permuted reference drawn
-// run by run through permute_dims as R calls on z[r] would draw it (from generators[r], or in
-// turn from the one generator).
 at::Tensor conditional_wasserstein_cuda(const at::Tensor& z, const at::Tensor& labels,
                                         const std::optional<at::Tensor>& reference,
                                         const std::optional<at::Tensor>& reference_index,
@@ -163,35 +62,10 @@ at::Tensor conditional_wasserstein_cuda(const at::Tensor& z, const at::Tensor& l
                                         std::optional<at::Generator> generator,
                                         bool scale_by_range,
                                         std::optional<std::vector<at::Generator>> generators) {
-  check_conditional_generators(z, permuted, generator, generators);
-  if (z.dim() != 3) {
-    return conditional_wasserstein_2d_cuda(z, labels, reference, reference_index, num_classes,
-                                           permuted, std::move(generator), scale_by_range);
-  }
-  check_conditional_args(z, labels, reference, reference_index, num_classes, permuted);
   const c10::cuda::CUDAGuard guard(z.device());
-  const int64_t R = z.size(0), d = z.size(2), K = labels.size(1);
-  std::optional<at::Tensor> ref;
-  if (reference.has_value()) ref = runs_as_columns(*reference);
-  if (permuted) {
-    std::vector<at::Tensor> runs;
-    for (int64_t r = 0; r < R; ++r) {
-      auto gen = generators.has_value() ? std::optional<at::Generator>((*generators)[r])
-                                        : generator;
-      runs.push_back(std::get<0>(permute_dims_op().call(z.select(0, r).t().unsqueeze(-1),
-                                                        std::move(gen), false))
-                         .squeeze(-1)
-                         .t());
-    }
-    if (R == 0) return at::empty({0, d, K, num_classes}, z.options());
-    ref = runs_as_columns(at::stack(runs));
-  }
-  if (R == 0) return at::empty({0, d, K, num_classes}, z.options());
-  std::optional<at::Tensor> index;
-  if (reference_index.has_value()) index = runs_as_columns(*reference_index);
-  return conditional_wasserstein_2d_cuda(runs_as_columns(z), labels, ref, index, num_classes,
-                                         /*permuted=*/false, std::nullopt, scale_by_range)
-      .view({R, d, K, num_classes});
+  return conditional_wasserstein_by_merge(z, labels, reference, reference_index, num_classes,
+                                          permuted, std::move(generator), scale_by_range,
+                                          std::move(generators), cuda_merge_kernels());
 }
 
 }  // namespace
