@@ -335,6 +335,34 @@ def test_empty_batch_is_a_clear_error(device, kind):
                                           1.0, 4.0, 1.0, True)
 
 
+@pytest.mark.parametrize("stacked", [False, True])
+def test_inputs_of_zero_width(device, stacked):
+    """d = 0: the critic is a constant, so its input gradient is empty with norm 0; every row's
+    penalty is center^2 and every gradient is zero (the W1 term's to rounding: its p and q rows
+    cancel). (A penalty kernel that counted rows as
+    numel / d would leave them all unset.)"""
+    R, B, center, gp_weight = 2, 5, 2.5, 4.0
+    kw = dict(device=device, dtype=torch.float64)
+    p, q, alpha = torch.randn(R, B, 0, **kw), torch.randn(R, B, 0, **kw), torch.rand(R, B, **kw)
+    weights = [torch.randn(R, 3, 0, **kw), torch.randn(R, 1, 3, **kw)]
+    biases = [torch.randn(R, 3, **kw), torch.randn(R, 1, **kw)]
+    if stacked:
+        out = torch.ops.wtc_ext.stacked_mlp_critic_loss(p, q, alpha, weights, biases, 1.0,
+                                                        gp_weight, center, True)
+    else:
+        out = torch.ops.wtc_ext.mlp_critic_loss(p[0], q[0], alpha[0], [w[0] for w in weights],
+                                                [b[0] for b in biases], 1.0, gp_weight, center,
+                                                True)
+    loss, w1, gp, grad_w, grad_b, grad_p, grad_q = out
+    assert torch.equal(gp, torch.full_like(gp, center ** 2))
+    assert torch.equal(w1, torch.zeros_like(w1))
+    assert torch.equal(loss, torch.full_like(loss, gp_weight * center ** 2))
+    for g, t in zip(grad_w + grad_b, weights + biases):  # zero up to the W1 term's rounding
+        assert g.shape == (t.shape if stacked else t.shape[1:])
+        torch.testing.assert_close(g, torch.zeros_like(g), rtol=0, atol=1e-12)
+    assert grad_p.shape == (p.shape if stacked else p.shape[1:]) and grad_q.shape == grad_p.shape
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for a second device")
 def test_device_mismatch_is_a_clear_error():
     critic = MLPCritic(10)

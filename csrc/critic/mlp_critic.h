@@ -38,6 +38,15 @@ const c10::TypedOperatorHandle<MlpCriticLossSignature>& stacked_mlp_critic_loss_
 // as autograd's norm does.
 using PenaltyFn = std::function<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double, double)>;
 
+// A device's penalty kernel (penalty_row.h, a row at a time): per_row (rows) and G (rows, d) from
+// g (rows, d), all contiguous, each row's mean taken over `batch` rows.
+using PenaltyRowsKernel = std::function<void(const at::Tensor& g, const at::Tensor& per_row,
+                                             const at::Tensor& G, int64_t batch, double center,
+                                             double scale)>;
+
+// The PenaltyFn that runs kernel on g (..., B, d): every leading index's B rows in one call.
+PenaltyFn penalty_on_rows(PenaltyRowsKernel kernel);
+
 // The algorithm on ATen ops, for any device with a penalty kernel (the CPU has its own kernel):
 // the single op runs the stacked one on a stack of one.
 CriticLossResult mlp_critic_loss_impl(const at::Tensor& p, const at::Tensor& q,

@@ -7,9 +7,22 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace wtc {
+
+PenaltyFn penalty_on_rows(PenaltyRowsKernel kernel) {
+  return [kernel = std::move(kernel)](const at::Tensor& g_in, double center, double scale) {
+    const at::Tensor g = g_in.contiguous();
+    // per_row holds every row, also for d = 0 (each row's norm is then 0).
+    at::Tensor per_row = at::empty(g.sizes().slice(0, g.dim() - 1), g.options());
+    at::Tensor G = at::empty_like(g, at::MemoryFormat::Contiguous);
+    kernel(g, per_row, G, g.size(-2), center, scale);
+    return std::make_tuple(per_row, G);
+  };
+}
 
 namespace {
 

@@ -103,22 +103,20 @@ void penalty_rows(const T* g, T* per_row, T* G, int64_t rows, int64_t d, int64_t
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> penalty_glue(const at::Tensor& g_in, double center,
-                                                double scale) {
-  // As cuda/mlp_critic_cuda.cpp's penalty_cuda.
-  const at::Tensor g = g_in.contiguous();
-  const int64_t d = g.size(-1), B = g.size(-2);
-  const int64_t rows = d > 0 ? g.numel() / d : 0;
-  at::Tensor per_row = at::empty(g.sizes().slice(0, g.dim() - 1), g.options());
-  at::Tensor G = at::empty_like(g, at::MemoryFormat::Contiguous);
-  if (g.scalar_type() == at::kDouble) {
-    penalty_rows(g.const_data_ptr<double>(), per_row.data_ptr<double>(), G.data_ptr<double>(),
-                 rows, d, B, center, scale);
-  } else {
-    penalty_rows(g.const_data_ptr<float>(), per_row.data_ptr<float>(), G.data_ptr<float>(), rows,
-                 d, B, center, scale);
-  }
-  return {per_row, G};
+const PenaltyFn& penalty_glue() {
+  static const PenaltyFn penalty = penalty_on_rows(
+      [](const at::Tensor& g, const at::Tensor& per_row, const at::Tensor& G, int64_t batch,
+         double center, double scale) {
+        const int64_t rows = per_row.numel(), d = g.size(-1);
+        if (g.scalar_type() == at::kDouble) {
+          penalty_rows(g.const_data_ptr<double>(), per_row.data_ptr<double>(),
+                       G.data_ptr<double>(), rows, d, batch, center, scale);
+        } else {
+          penalty_rows(g.const_data_ptr<float>(), per_row.data_ptr<float>(), G.data_ptr<float>(),
+                       rows, d, batch, center, scale);
+        }
+      });
+  return penalty;
 }
 
 CriticLossResult mlp_critic_loss_glue(const at::Tensor& p, const at::Tensor& q,
@@ -126,7 +124,7 @@ CriticLossResult mlp_critic_loss_glue(const at::Tensor& p, const at::Tensor& q,
                                       at::TensorList biases, double w1_weight, double gp_weight,
                                       double center, bool compute_grads) {
   return mlp_critic_loss_impl(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
-                              compute_grads, penalty_glue);
+                              compute_grads, penalty_glue());
 }
 
 CriticLossResult stacked_mlp_critic_loss_glue(const at::Tensor& p, const at::Tensor& q,
@@ -135,7 +133,7 @@ CriticLossResult stacked_mlp_critic_loss_glue(const at::Tensor& p, const at::Ten
                                               double gp_weight, double center,
                                               bool compute_grads) {
   return stacked_mlp_critic_loss_impl(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
-                                      compute_grads, penalty_glue);
+                                      compute_grads, penalty_glue());
 }
 
 // ---- the Wasserstein ops: the merge kernels of cuda/wasserstein_kernel.cu

@@ -13,18 +13,16 @@
 namespace wtc {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> penalty_cuda(const at::Tensor& g_in, double center,
-                                                double scale) {
-  // g (..., B, d): rows of every leading index (run) at once, each mean over its own B rows.
-  const at::Tensor g = g_in.contiguous();
-  const int64_t d = g.size(-1), B = g.size(-2);
-  const int64_t rows = d > 0 ? g.numel() / d : 0;
-  at::Tensor per_row = at::empty(g.sizes().slice(0, g.dim() - 1), g.options());
-  at::Tensor G = at::empty_like(g, at::MemoryFormat::Contiguous);
-  C10_CUDA_CHECK(launch_penalty_rows(g.const_data_ptr(), per_row.data_ptr(), G.data_ptr(), rows,
-                                     d, B, center, scale, g.scalar_type() == at::kDouble,
-                                     at::cuda::getCurrentCUDAStream()));
-  return {per_row, G};
+const PenaltyFn& penalty_cuda() {
+  static const PenaltyFn penalty = penalty_on_rows(
+      [](const at::Tensor& g, const at::Tensor& per_row, const at::Tensor& G, int64_t batch,
+         double center, double scale) {
+        C10_CUDA_CHECK(launch_penalty_rows(g.const_data_ptr(), per_row.data_ptr(), G.data_ptr(),
+                                           per_row.numel(), g.size(-1), batch, center, scale,
+                                           g.scalar_type() == at::kDouble,
+                                           at::cuda::getCurrentCUDAStream()));
+      });
+  return penalty;
 }
 
 CriticLossResult mlp_critic_loss_cuda(const at::Tensor& p, const at::Tensor& q,
@@ -33,7 +31,7 @@ CriticLossResult mlp_critic_loss_cuda(const at::Tensor& p, const at::Tensor& q,
                                       double center, bool compute_grads) {
   const c10::cuda::CUDAGuard guard(p.device());
   return mlp_critic_loss_impl(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
-                              compute_grads, penalty_cuda);
+                              compute_grads, penalty_cuda());
 }
 
 CriticLossResult stacked_mlp_critic_loss_cuda(const at::Tensor& p, const at::Tensor& q,
@@ -43,7 +41,7 @@ CriticLossResult stacked_mlp_critic_loss_cuda(const at::Tensor& p, const at::Ten
                                               bool compute_grads) {
   const c10::cuda::CUDAGuard guard(p.device());
   return stacked_mlp_critic_loss_impl(p, q, alpha, weights, biases, w1_weight, gp_weight, center,
-                                      compute_grads, penalty_cuda);
+                                      compute_grads, penalty_cuda());
 }
 
 }  // namespace
