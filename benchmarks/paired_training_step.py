@@ -42,7 +42,7 @@ def measure(model: str, device: str, pairs: int, warmup: int = 5) -> dict:
         sync()
         t0 = time.perf_counter()
         if patched:
-            with mock.patch.object(wtc.models, "wtc_ext", PURE_PYTORCH_OPS):
+            with mock.patch.object(wtc.models.base, "wtc_ext", PURE_PYTORCH_OPS):
                 trainer.step(x)
         else:
             trainer.step(x)

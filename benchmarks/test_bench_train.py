@@ -47,7 +47,7 @@ def test_training_step(bench, data_cache, device, model, impl):
     x = ds.batch(np.random.default_rng(0).integers(0, len(ds), 64)).to(device)
     step = lambda: trainer.step(x)
     if impl == "pure_pytorch":
-        with mock.patch.object(wtc.models, "wtc_ext", PURE_PYTORCH_OPS):
+        with mock.patch.object(wtc.models.base, "wtc_ext", PURE_PYTORCH_OPS):
             bench("training step", device, model, impl, step)
     else:
         bench("training step", device, model, impl, step)

@@ -128,3 +128,28 @@ def test_gpu_study_runs_end_to_end_on_a_cpu(tmp_path):
     assert len(results) == 4  # wtc-vae: 2 strengths x 2 seeds, each its own run folder
     for path in results:
         assert json.loads(path.read_text())["steps"] == 12
+
+
+def test_paired_training_step_runs_both_sides(tmp_path, monkeypatch):
+    """benchmarks/paired_training_step.py (gpu_check.sh's paired stage) times a training step
+    with the ops of wtc_ext against the same step with their pure-PyTorch stand-ins patched in
+    where the models call them: each side's steps call their own critic loss, as often."""
+    monkeypatch.setenv("WTC_CACHE", str(tmp_path / "cache"))
+    paired = load("paired_training_step")  # (puts benchmarks/ on sys.path)
+    import test_bench_train
+    import wtc_ext
+
+    calls = {"wtc_ext": 0, "pure": 0}
+
+    def counting(name, fn):
+        def wrapper(*args, **kw):
+            calls[name] += 1
+            return fn(*args, **kw)
+        return wrapper
+
+    monkeypatch.setattr(wtc_ext, "critic_loss", counting("wtc_ext", wtc_ext.critic_loss))
+    pure = test_bench_train.PURE_PYTORCH_OPS
+    monkeypatch.setattr(pure, "critic_loss", counting("pure", pure.critic_loss))
+    row = paired.measure("wtc-vae", "cpu", pairs=2, warmup=1)
+    assert calls["wtc_ext"] > 0 and calls["pure"] == calls["wtc_ext"], calls
+    assert row["wtc_median_ms"] > 0 and row["pure_median_ms"] > 0 and len(row["pure_ms"]) == 2

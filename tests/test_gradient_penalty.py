@@ -192,10 +192,11 @@ def test_backward_seeds_retain_graph_and_a_freed_graph(device):
         assert_close(a, 3 * b, torch.float64)
     critic.zero_grad(set_to_none=True)
 
-    loss = wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen(device)).loss
-    loss.backward()
-    with pytest.raises(RuntimeError, match="second time"):
-        loss.backward()
+    for seed in (1.0, 3.0):  # the gradients handed over as they are, or scaled first
+        loss = wtc_ext.critic_loss(critic, p, q, gp_weight=4.0, generator=gen(device)).loss
+        loss.backward(torch.tensor(seed, device=device, dtype=loss.dtype))
+        with pytest.raises(RuntimeError, match="second time"):
+            loss.backward(torch.tensor(seed, device=device, dtype=loss.dtype))
 
 
 @pytest.mark.parametrize("in_features,hidden,batch", [(1, (16,), 5), (1024, (1024,), 3),

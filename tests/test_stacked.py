@@ -197,6 +197,52 @@ def test_train_runs_groups_by_resume_step_and_refuses_occupied_folders(tmp_path)
     assert all(load_checkpoint(o / "checkpoint.pt")["step"] == 6 for o in outs[:2])
 
 
+def test_a_stack_that_raises_fails_alone(tmp_path, monkeypatch, capsys):
+    """A RuntimeError in one stack (out of GPU memory, a refused capture) fails that stack's
+    runs with the reason, prints its traceback, and the next stack still trains."""
+    configs = stack_configs("beta-vae", steps=2, checkpoint_every=2)[:2]
+    outs = [tmp_path / f"r{i}" for i in range(2)]
+    real_run = Trainer.run
+    calls = {"n": 0}
+
+    def first_stack_runs_out_of_memory(self):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(self)
+
+    monkeypatch.setattr(Trainer, "run", first_stack_runs_out_of_memory)
+    outcomes = train_runs(configs, outs, stack=1)
+    assert outcomes[0]["status"] == "failed"
+    assert outcomes[0]["reason"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert outcomes[1]["status"] == "trained"
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_optimisers_own_settings(tmp_path, monkeypatch):
+    """A checkpoint carries a single eager run's optimiser settings; a resumed run keeps the
+    settings its trainer built (a CUDA-graph run's Adam must stay capturable and fused, or its
+    capture refuses the step). On a CPU, foreach stands in for those flags."""
+    import wtc.train
+
+    out = tmp_path / "run"
+    train_runs(stack_configs("wtc-vae", steps=2, checkpoint_every=2)[:1], [out])
+
+    class ForeachOffAdam(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            super().__init__(params, **kw, foreach=False)
+
+    monkeypatch.setattr(wtc.train.torch.optim, "Adam", ForeachOffAdam)
+    more = [TrainConfig(**{**c.to_json(), "steps": 4})
+            for c in stack_configs("wtc-vae", steps=2, checkpoint_every=2)[:1]]
+    trainer = Trainer(more, [out], resume=True)
+    for name, opt in trainer.optimizers.items():
+        assert opt.param_groups[0]["foreach"] is False, name
+        assert opt.state, name  # and the state was loaded
+    trainer.run()
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+
+
 # -- the WTC authors' options (issue 18) -------------------------------------------------------
 
 def test_tcvae_objectives_differ_by_what_the_algebra_says(float64):

@@ -233,10 +233,12 @@ def test_backward_scales_each_run(device):
     loss.sum().backward()
     for a, b in zip(stacked.parameters(), base):
         close(a.grad, 2 * b, dtype)
-    loss = wtc_ext.critic_loss(stacked, p, q, gp_weight=4.0).loss
-    loss.sum().backward()
-    with pytest.raises(RuntimeError, match="second time"):
-        loss.sum().backward()
+    for seed in (torch.ones(R, device=device, dtype=dtype),  # handed over as they are
+                 torch.arange(1.0, R + 1, device=device, dtype=dtype)):  # scaled first
+        loss = wtc_ext.critic_loss(stacked, p, q, gp_weight=4.0).loss
+        loss.backward(seed)
+        with pytest.raises(RuntimeError, match="second time"):
+            loss.backward(seed)
     loss = wtc_ext.critic_loss(stacked, p, q, gp_weight=4.0).loss
     with pytest.raises(RuntimeError, match="create_graph=True"):
         torch.autograd.grad(loss.sum(), list(stacked.parameters()), create_graph=True)

@@ -17,6 +17,7 @@ import json
 import pickle
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -802,11 +803,15 @@ class Trainer:
                 for run, s in zip(self.runs, states, strict=True):
                     if k not in s["optimizers"]:
                         raise KeyError(f"no state for the {k} optimiser")
+                # The optimiser's own param_groups, not the checkpoint's: a checkpoint holds
+                # the eager settings, and loading them would drop capturable/fused from a
+                # CUDA-graph run's Adam (its capture would then refuse the step).
                 if self.stacked:
                     opt.load_state_dict(_stack_optimizer_states(
                         [s["optimizers"][k] for s in states], opt.state_dict()))
                 else:
-                    opt.load_state_dict(states[0]["optimizers"][k])
+                    opt.load_state_dict({"state": states[0]["optimizers"][k]["state"],
+                                         "param_groups": opt.state_dict()["param_groups"]})
                 for param, values in opt.state.items():  # Adam's load checks no shapes
                     for name, value in values.items():
                         if (isinstance(value, torch.Tensor) and value.dim()
@@ -1143,8 +1148,9 @@ def train_runs(configs, outs, *, resume: bool = False, overwrite: bool = False,
     """Train runs that differ only in seed and strengths as stacks of at most ``stack`` runs
     (default: all at once), one outcome per run, in order: ``{"status": "trained", "result":
     {...result.json...}}`` or ``{"status": "failed", "reason": "one line", "step": int | None}``.
-    A run whose folder refuses it (occupied, another run's checkpoint, damaged) fails alone;
-    runs resuming from different steps train in separate stacks."""
+    A run whose folder refuses it (occupied, another run's checkpoint, damaged) fails alone; a
+    stack that raises a RuntimeError (out of GPU memory, say) fails its runs, and the other
+    stacks still train; runs resuming from different steps train in separate stacks."""
     configs, outs = list(configs), [Path(o) for o in outs]
     if len(configs) != len(outs):
         raise ValueError(f"train_runs: {len(configs)} configs but {len(outs)} folders")
@@ -1175,6 +1181,11 @@ def train_runs(configs, outs, *, resume: bool = False, overwrite: bool = False,
                 # ValueError) every run of the stack fails with the one reason
                 results = [{"status": "failed", "reason": _first_line(err),
                             "step": None}] * len(part)
+            except RuntimeError as err:  # out of GPU memory, a refused capture, ...: this
+                # stack's runs fail (their checkpoints stay) and the other stacks still train
+                traceback.print_exc()
+                results = [{"status": "failed", "reason": f"{type(err).__name__}: "
+                            f"{_first_line(err)}", "step": None}] * len(part)
             for (i, _), outcome in zip(part, results, strict=True):
                 outcomes[i] = outcome
     return outcomes

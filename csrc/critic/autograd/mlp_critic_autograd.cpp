@@ -60,16 +60,21 @@ class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunc
                 "support create_graph=True (gradients of its gradients); call backward without "
                 "create_graph, or compute the loss with wtc_ext.reference (autograd)");
     auto it = ctx->saved_data.find("grads");
-    // Only a backward that frees the graph hands the gradients over, so this cannot fail in a
+    // Only a backward that frees the graph takes the gradients, so this cannot fail in a
     // backward that PyTorch itself would allow.
     TORCH_CHECK(it != ctx->saved_data.end(),
                 "wtc_ext critic loss: backward ran a second time through a freed graph; pass "
                 "retain_graph=True to the first backward");
     std::vector<at::Tensor> scaled = it->second.toTensorVector();
+    // A backward that frees the graph takes the gradients with it, whatever its seed, so that a
+    // second backward through the freed graph fails (above) instead of adding them again.
+    const bool keep_graph = torch::autograd::get_current_graph_task_keep_graph();
+    if (!keep_graph) ctx->saved_data.erase(it);
     // loss.backward() seeds 1. On a CPU that is free to check, and when this backward frees the
     // graph the gradients are handed over as they are (AccumulateGrad takes a tensor nobody else
     // holds without copying it); scaling or copying them costs a tenth of the op at batch 64.
-    // (Not under tracing: fake and functional tensors have no value to read.)
+    // (Not under tracing: fake and functional tensors have no value to read.) A kept graph
+    // still holds them, so it gets new tensors.
     const bool plain_cpu =
         grad_loss.device().is_cpu() &&
         !grad_loss.key_set().has_any(c10::DispatchKeySet(
@@ -78,16 +83,16 @@ class MlpCriticLossFunction : public torch::autograd::Function<MlpCriticLossFunc
     const bool ones = plain_cpu && (stacked ? grad_loss.eq(1).all().item<bool>()
                                             : grad_loss.numel() == 1 &&
                                                   grad_loss.item<double>() == 1.0);
-    if (!torch::autograd::get_current_graph_task_keep_graph() && ones) {
-      ctx->saved_data.erase(it);
-    } else if (!stacked) {
-      scaled = at::_foreach_mul(scaled, grad_loss);
-    } else {
-      // Run r's gradients times grad_loss[r]: the leading dim of every gradient is the run.
-      for (at::Tensor& t : scaled) {
-        std::vector<int64_t> shape(t.dim(), 1);
-        shape[0] = grad_loss.size(0);
-        t = t * grad_loss.reshape(shape);
+    if (keep_graph || !ones) {
+      if (!stacked) {
+        scaled = at::_foreach_mul(scaled, grad_loss);
+      } else {
+        // Run r's gradients times grad_loss[r]: the leading dim of every gradient is the run.
+        for (at::Tensor& t : scaled) {
+          std::vector<int64_t> shape(t.dim(), 1);
+          shape[0] = grad_loss.size(0);
+          t = t * grad_loss.reshape(shape);
+        }
       }
     }
     for (int64_t l = 0; l < 2 * L; ++l) result[3 + l] = std::move(scaled[l]);
