@@ -100,9 +100,11 @@ def main(argv=None):
                        "--benchmark-disable-gc", "--benchmark-columns=median,iqr,rounds"]
         if args.k:
             pytest_args += ["-k", args.k]
-        code = pytest.main(pytest_args)
-        if code not in (0, 5) or not raw.exists():
-            return int(code) or 1
+        code = int(pytest.main(pytest_args))
+        if not raw.exists():  # (5: no benchmark selected)
+            return 0 if code == 5 else code or 1
+        # Benchmarks that failed, or a run cut short (SIGINT: gpu_check.sh's time limit), still
+        # leave the ones that finished: they are written, marked incomplete.
         results = json.loads(raw.read_text())
 
     rows = ratios(results)
@@ -115,9 +117,12 @@ def main(argv=None):
         stamp = info["date"][:10]
         name = f"{stamp}-{tag}{'-' + args.k.replace(' ', '_') if args.k else ''}.json"
         record = {"machine": info, "ratios": rows}
+        if code not in (0, 5):
+            record["incomplete"] = (f"pytest exit code {code}: some benchmarks failed or were "
+                                    f"cut short; these rows are the ones that finished")
         (args.out / name).write_text(json.dumps(record, indent=1))
         print(f"\nwrote {args.out / name}")
-    return 0
+    return 0 if code in (0, 5) else code
 
 
 if __name__ == "__main__":

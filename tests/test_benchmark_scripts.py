@@ -37,6 +37,31 @@ def test_ratios_compare_each_of_ours_with_each_baseline():
                    ("permute_dims", "wtc_ext", None): None}
 
 
+def test_run_writes_what_finished_when_a_benchmark_fails(tmp_path, monkeypatch):
+    """A failed or cut benchmark (gpu_check.sh stops a stage at its time limit with SIGINT)
+    leaves the ones that finished: run.py writes them, marks the record incomplete and returns
+    pytest's exit code. Without any result it writes nothing."""
+    import pytest as real_pytest
+
+    run = load("run")
+
+    def interrupted(args):  # pytest-benchmark writes its JSON at the end of any session
+        raw = next(a.split("=", 1)[1] for a in args if a.startswith("--benchmark-json="))
+        Path(raw).write_text(json.dumps({"benchmarks": [bench("(64, 10)", "wtc_ext", 1.0,
+                                                                op="permute_dims")]}))
+        return 2  # interrupted
+
+    monkeypatch.setattr(real_pytest, "main", interrupted)
+    assert run.main(["--out", str(tmp_path), "-k", "permute"]) == 2
+    (written,) = tmp_path.glob("*.json")
+    rec = json.loads(written.read_text())
+    assert "exit code 2" in rec["incomplete"] and rec["ratios"][0]["op"] == "permute_dims"
+
+    monkeypatch.setattr(real_pytest, "main", lambda args: 1)
+    assert run.main(["--out", str(tmp_path / "none")]) == 1
+    assert not (tmp_path / "none").exists()
+
+
 def record(path, device="cpu", graphed=False):
     """A record in which every model steps R stacked runs in 0.1 + 0.02 (R - 1) s (0.1, 0.18,
     0.48 s at R = 1, 5, 20), R runs alone in 0.1 R s, and a graph in half the eager time."""
