@@ -118,7 +118,8 @@ CriticLossResult stacked_critic_loss(const at::Tensor& p_in, const at::Tensor& q
   }
   const at::Tensor g = up.narrow(1, off, B);  // (R, B, d): the input gradients at x_hat
   auto [per_row, G] = penalty(g, center, gp_weight);
-  // The NaN guard of the single op, per run (see mlp_critic_aten's mlp_critic_loss_impl).
+  // A non-finite input can leave g finite (a NaN fails every ReLU mask); the contract is a NaN
+  // result, so each run folds its critic's outputs in: 0 * x is 0 for finite x, else NaN.
   const at::Tensor gp = per_row.mean(1) + out.narrow(1, off, B).sum(1) * 0;
   const at::Tensor loss = gp * gp_weight - w1 * w1_weight;
 
@@ -128,7 +129,10 @@ CriticLossResult stacked_critic_loss(const at::Tensor& p_in, const at::Tensor& q
   }
   grad_w.resize(L);
   grad_b.resize(L);
-  // As in the single op: Ubar_l over H_{l-1}'s x_hat rows, then grad W_l = D_l^T H_{l-1}.
+  // Each weight's gradient is one product over all rows: the W1 term's rows [p; q] pair D_l
+  // with the layer's input H_{l-1}, the x_hat rows pair V_l (D_l's x_hat rows) with the
+  // penalty chain's Ubar_l. So Ubar_l is written over H_{l-1}'s x_hat rows (no longer needed:
+  // their masks were used) and grad W_l = D_l^T H_{l-1}, one batched product per layer.
   at::Tensor ubar = G;
   for (int64_t l = 1; l <= L; ++l) {
     H[l - 1].narrow(1, off, B).copy_(ubar);
@@ -145,10 +149,11 @@ CriticLossResult stacked_critic_loss(const at::Tensor& p_in, const at::Tensor& q
     }
   }
   at::Tensor grad_p, grad_q;
-  if (with_w1) {
+  if (with_w1) {  // (copies: outputs must not alias one another)
     grad_p = up.narrow(1, 0, B).clone(at::MemoryFormat::Contiguous);
     grad_q = up.narrow(1, B, B).clone(at::MemoryFormat::Contiguous);
   } else {
+    // The penalty depends on real and fake only through the masks: zero almost everywhere.
     grad_p = at::zeros_like(p);
     grad_q = at::zeros_like(q);
   }
