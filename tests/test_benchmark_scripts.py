@@ -178,3 +178,15 @@ def test_paired_training_step_runs_both_sides(tmp_path, monkeypatch):
     row = paired.measure("wtc-vae", "cpu", pairs=2, warmup=1)
     assert calls["wtc_ext"] > 0 and calls["pure"] == calls["wtc_ext"], calls
     assert row["wtc_median_ms"] > 0 and row["pure_median_ms"] > 0 and len(row["pure_ms"]) == 2
+
+
+def test_fused_adam_drift_reports_each_term(tmp_path, monkeypatch, capsys):
+    """benchmarks/fused_adam_drift.py: each logged term's largest difference between fused and
+    default Adam, against test_graphed_stack_matches_eager's allowance."""
+    monkeypatch.setenv("WTC_CACHE", str(tmp_path / "cache"))
+    drift = load("fused_adam_drift")
+    worst = drift.drift("wtc-vae", "cpu", steps=2)
+    assert {"loss", "reconstruction", "critic_loss", "wtc"} <= set(worst)
+    assert all(d >= 0 and 0 <= ratio < 1 for d, ratio in worst.values()), worst
+    assert drift.main(["--device", "cpu", "--steps", "2", "--models", "beta-vae"]) == 0
+    assert "tightest:" in capsys.readouterr().out
