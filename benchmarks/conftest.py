@@ -9,11 +9,10 @@ import pytest
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
+# The mark of every CUDA case: a CUDA benchmark measures nothing without a GPU.
+NEEDS_CUDA = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU on this machine")
 
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU on this machine")),
-]
+DEVICES = ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)]
 
 
 def timed(fn, device):

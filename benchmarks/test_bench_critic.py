@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import wtc_ext
-from conftest import HAS_CUDA
+from conftest import NEEDS_CUDA
 from wtc_ext.nn import MLPCritic, StackedMLPCritic
 from wtc_ext.reference import (critic_loss_reference, gradient_penalty_reference,
                                stacked_critic_loss_reference)
@@ -71,7 +71,7 @@ def cuda_graphed(step, critic):
 
 # The CUDA-graphed reference exists only on a GPU, so it is only generated there.
 CASES = [("cpu", impl) for impl in ("wtc_ext", "autograd_eager")] + [
-    pytest.param("cuda", impl, marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU"))
+    pytest.param("cuda", impl, marks=NEEDS_CUDA)
     for impl in ("wtc_ext", "autograd_eager", "autograd_cuda_graph")]
 
 
@@ -123,7 +123,7 @@ def stacked_step_fn(impl, critics, stacked, p, q):
 
 
 STACKED_CASES = [("cpu", impl) for impl in ("wtc_ext", "wtc_ext_loop", "autograd_eager")] + [
-    pytest.param("cuda", impl, marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU"))
+    pytest.param("cuda", impl, marks=NEEDS_CUDA)
     for impl in ("wtc_ext", "wtc_ext_loop", "autograd_eager", "autograd_cuda_graph")]
 
 

@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 import wtc.models
-from conftest import HAS_CUDA
+from conftest import NEEDS_CUDA
 from wtc.train import TrainConfig, Trainer
 
 RUNS = [1, 5, 20]
@@ -32,7 +32,7 @@ def configs(model, runs, device):
 
 # (device, impl): a CUDA graph only on CUDA, so the CPU has no graphed case to skip
 DEVICE_IMPLS = [("cpu", impl) for impl in IMPLS if impl != "graphed"] + [
-    pytest.param("cuda", impl, marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU"))
+    pytest.param("cuda", impl, marks=NEEDS_CUDA)
     for impl in IMPLS]
 
 
